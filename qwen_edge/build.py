@@ -1,0 +1,150 @@
+"""The build pipeline: checkpoint -> spec -> graph -> bundle directory."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from . import __version__
+from .arch import adapter_for
+from .bundle import copy_tokenizer_files, staged_output, write_manifest
+from .checkpoint import Checkpoint
+from .errors import CheckpointError, ConfigError, GraphError
+from .genai_config import genai_config
+from .graph.builder import GraphBuilder
+from .graph.decoder import DecoderBuilder, DecoderOptions, io_names
+from .graph.writer import ExternalDataWriter, save_model
+from .manifest import SCHEMA_VERSION
+from .precision import Precision
+from .targets import get_target
+
+MODEL_FILE = "model.onnx"
+DATA_FILE = "model.onnx.data"
+DEPENDENCIES = ("onnx", "onnxruntime", "numpy", "tokenizers")
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    checkpoint: Path
+    output: Path
+    precision: Precision = field(default_factory=Precision)
+    target: str = "cpu"
+    options: DecoderOptions = field(default_factory=DecoderOptions)
+    smoke_test: bool = True
+
+
+def tool_versions() -> dict[str, Any]:
+    deps = {}
+    for name in DEPENDENCIES:
+        try:
+            deps[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            deps[name] = None
+    return {"name": "qwen-edge", "version": __version__, "python": platform.python_version(), "dependencies": deps}
+
+
+def build(request: BuildRequest, progress: Progress | None = None) -> dict[str, Any]:
+    """Build one bundle and return its manifest. The output appears only when complete."""
+    target = get_target(request.target)
+    if request.precision.family not in target.precisions:
+        raise ConfigError(f"target '{target.name}' does not support precision '{request.precision.name}' "
+                          f"(supported: {', '.join(target.precisions)})")
+    with Checkpoint.open(request.checkpoint) as ckpt:
+        adapter = adapter_for(ckpt.architecture)
+        spec = adapter.spec(ckpt.config, ckpt.architecture)
+        context = request.options.context_length(spec)
+        with staged_output(request.output) as stage:
+            writer = ExternalDataWriter(stage / DATA_FILE)
+            try:
+                g = GraphBuilder(writer, name=f"qwen_edge_{spec.architecture}")
+                decoder = DecoderBuilder(ckpt, adapter, spec, request.precision, g, request.options, progress)
+                decoder.build()
+            finally:
+                writer.close()
+            leftover = ckpt.unconsumed()
+            if leftover:
+                raise CheckpointError(
+                    f"{Path(request.checkpoint).name}: {len(leftover)} tensor(s) not used by the "
+                    f"{spec.architecture} adapter, first '{leftover[0]}'"
+                )
+            model = g.model(doc=f"{spec.architecture} {request.precision.name} built by qwen-edge {__version__}")
+            save_model(model, stage / MODEL_FILE)
+            copy_tokenizer_files(ckpt, stage)
+            if ckpt.chat_template is not None:
+                (stage / "chat_template.jinja").write_text(ckpt.chat_template, encoding="utf-8")
+            import json
+
+            gen = genai_config(spec, model_type=str(ckpt.config.get("model_type", "qwen2")),
+                               context_length=context, generation=ckpt.generation)
+            (stage / "genai_config.json").write_text(json.dumps(gen, indent=2, sort_keys=True) + "\n")
+            if request.smoke_test:
+                if progress:
+                    progress("smoke test", 0, 1)
+                _smoke_test(stage / MODEL_FILE, spec, request.precision)
+            manifest = {
+                "schema_version": SCHEMA_VERSION,
+                "tool": tool_versions(),
+                "source": {
+                    "path_name": Path(request.checkpoint).name,
+                    "architecture": ckpt.architecture,
+                    "model_type": ckpt.config.get("model_type"),
+                    "dtype": ckpt.torch_dtype,
+                    "weight_bytes": ckpt.weight_bytes(),
+                    "fingerprint": ckpt.source_fingerprint(),
+                },
+                "architecture": spec.to_dict(),
+                "precision": request.precision.to_dict() | {"name": request.precision.name},
+                "target": {"name": target.name, "provider": target.execution_provider,
+                           "fallback": target.fallback, "executed": target.executed_here,
+                           "onnxruntime_package": target.onnxruntime_package,
+                           "min_onnxruntime_version": target.min_onnxruntime_version},
+                "runtime": dict(target.runtime),
+                "io": {
+                    **io_names(spec.num_layers),
+                    "model_file": MODEL_FILE,
+                    "context_length": context,
+                    "kv_dtype": request.precision.dtype,
+                    "num_layers": spec.num_layers,
+                    "num_kv_heads": spec.num_kv_heads,
+                    "head_dim": spec.head_dim,
+                    "vocab_size": spec.vocab_size,
+                },
+                "generation": {
+                    "eos_token_ids": list(ckpt.generation.eos_token_ids),
+                    "bos_token_id": ckpt.generation.bos_token_id,
+                    "pad_token_id": ckpt.generation.pad_token_id,
+                },
+                "weights": decoder.stats.to_dict(),
+                "graph": {"nodes": len(g.nodes), "op_counts": dict(sorted(g.op_counts.items()))},
+            }
+            return write_manifest(stage, manifest)
+
+
+def _smoke_test(model_path: Path, spec, precision: Precision) -> None:
+    """Load the graph in onnxruntime and run a two-token prefill: a broken graph never lands."""
+    import onnxruntime as ort
+
+    try:
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        session = ort.InferenceSession(str(model_path), opts, providers=["CPUExecutionProvider"])
+        dtype = np.float16 if precision.dtype == "fp16" else np.float32
+        feeds: dict[str, np.ndarray] = {
+            "input_ids": np.zeros((1, 2), np.int64),
+            "attention_mask": np.ones((1, 2), np.int64),
+        }
+        for i in range(spec.num_layers):
+            for kind in ("key", "value"):
+                feeds[f"past_key_values.{i}.{kind}"] = np.zeros((1, spec.num_kv_heads, 0, spec.head_dim), dtype)
+        logits = session.run(["logits"], feeds)[0]
+    except Exception as exc:  # onnxruntime raises its own untyped errors
+        raise GraphError(f"{model_path.name}: onnxruntime could not run the built graph: {exc}".splitlines()[0]) from exc
+    if logits.shape != (1, 2, spec.vocab_size) or not np.isfinite(logits).all():
+        raise GraphError(f"{model_path.name}: smoke test produced logits of shape {logits.shape} with non-finite values")

@@ -1,0 +1,102 @@
+"""Writing bundle directories: staged beside the output, moved into place only when complete."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+from . import manifest as manifest_mod
+from .errors import BundleError
+
+# tokenizer.json alone defines the tokenizer for both our runtime and onnxruntime-genai, so the
+# slow-tokenizer files (vocab.json, merges.txt) are not copied.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json")
+
+
+@contextlib.contextmanager
+def staged_output(output: Path) -> Iterator[Path]:
+    """Yield a fresh staging directory beside `output`; on success it replaces `output`.
+
+    On any exception (including KeyboardInterrupt, and SIGTERM, which is turned into one while
+    staging) the staging directory is removed and an existing `output` is left untouched.
+    """
+    output = Path(output).absolute()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    if output.exists() and not output.is_dir():
+        raise BundleError(f"{output}: exists and is not a directory")
+    stage = Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-", dir=output.parent))
+    previous_term = None
+    if _in_main_thread():
+        previous_term = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        yield stage
+        _replace_dir(stage, output)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    finally:
+        if previous_term is not None:
+            signal.signal(signal.SIGTERM, previous_term)
+
+
+def _in_main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _raise_interrupt(signum, frame):  # pragma: no cover - exercised by the interruption test
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _replace_dir(stage: Path, output: Path) -> None:
+    """Swap `stage` into `output`; the old output survives until the new one is in place."""
+    if not output.exists():
+        os.replace(stage, output)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{output.name}.old-", dir=output.parent))
+    os.rmdir(old)
+    os.replace(output, old)
+    try:
+        os.replace(stage, output)
+    except BaseException:
+        os.replace(old, output)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def copy_tokenizer_files(checkpoint, stage: Path) -> list[str]:
+    copied = []
+    for name in TOKENIZER_FILES:
+        path = checkpoint.tokenizer_files.get(name)
+        if path is not None:
+            shutil.copyfile(path, stage / name)
+            copied.append(name)
+    gen = Path(checkpoint.path) / "generation_config.json"
+    if gen.is_file():
+        shutil.copyfile(gen, stage / "generation_config.json")
+        copied.append("generation_config.json")
+    return copied
+
+
+def file_table(stage: Path) -> dict[str, dict[str, Any]]:
+    table = {}
+    for path in sorted(stage.rglob("*")):
+        if path.is_file() and path.name != manifest_mod.MANIFEST_NAME:
+            table[path.relative_to(stage).as_posix()] = {
+                "sha256": manifest_mod.sha256_file(path),
+                "bytes": path.stat().st_size,
+            }
+    return table
+
+
+def write_manifest(stage: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+    manifest = dict(manifest)
+    manifest["files"] = file_table(stage)
+    (stage / manifest_mod.MANIFEST_NAME).write_text(manifest_mod.dumps(manifest), encoding="utf-8")
+    return manifest

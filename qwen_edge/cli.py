@@ -1,0 +1,293 @@
+"""The `qwen-edge` command line: parses, builds a validated request, calls the library.
+
+Progress goes to stderr, results to stdout (`--json` for machines). Every failure exits
+non-zero with one line: the exit code is the error type's `exit_code`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from .errors import QwenEdgeError
+
+EXIT_INTERRUPTED = 130
+
+
+class Progress:
+    """A one-line progress display on stderr (silent with --quiet or --json)."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self.start = time.perf_counter()
+        self._last = ""
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        line = f"[{time.perf_counter() - self.start:6.1f}s] {stage}: {done}/{total}"
+        if line != self._last:
+            end = "\n" if done >= total else ""
+            sys.stderr.write("\r" + line + end)
+            sys.stderr.flush()
+            self._last = line
+
+    def note(self, message: str) -> None:
+        if self.enabled:
+            sys.stderr.write(f"[{time.perf_counter() - self.start:6.1f}s] {message}\n")
+
+
+def _emit(args: argparse.Namespace, data: dict[str, Any], text: str) -> None:
+    if args.json:
+        print(json.dumps(data, indent=2, sort_keys=True, default=str))
+    else:
+        print(text)
+
+
+# Commands ----------------------------------------------------------------------------------
+def cmd_build(args: argparse.Namespace) -> int:
+    from .build import BuildRequest, build
+    from .graph.decoder import DecoderOptions
+    from .precision import Precision
+
+    precision = Precision.preset(
+        args.precision, block_size=args.block_size, symmetric=True if args.symmetric else None,
+        accuracy_level=args.accuracy_level, method=args.quant_method,
+        embeddings=args.embeddings, lm_head=args.lm_head,
+    )
+    request = BuildRequest(
+        checkpoint=Path(args.checkpoint), output=Path(args.output), precision=precision, target=args.target,
+        options=DecoderOptions(max_positions=args.max_length),
+    )
+    progress = Progress(not (args.quiet or args.json))
+    start = time.perf_counter()
+    manifest = build(request, progress)
+    seconds = time.perf_counter() - start
+    size = sum(f["bytes"] for f in manifest["files"].values())
+    _emit(args, {"output": str(args.output), "seconds": round(seconds, 3), "bundle_bytes": size,
+                 "precision": manifest["precision"], "weights": manifest["weights"]},
+          f"built {args.output} ({precision.name}, {size / 1e6:.2f} MB, "
+          f"{manifest['weights']['bits_per_weight']:.2f} bits/weight) in {seconds:.1f}s")
+    return 0
+
+
+def _generator(args: argparse.Namespace):
+    from .runtime import Generator, Model, RuntimeOptions
+
+    model = Model(args.bundle, RuntimeOptions(intra_op_threads=args.threads, verify_integrity=args.check_integrity))
+    return Generator(model)
+
+
+def _sampling(args: argparse.Namespace):
+    from .runtime import SamplingParams
+
+    return SamplingParams(do_sample=args.temperature > 0, temperature=args.temperature if args.temperature > 0 else 1.0,
+                          top_k=args.top_k, top_p=args.top_p, repetition_penalty=args.repetition_penalty,
+                          seed=args.seed)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    gen = _generator(args)
+    if args.chat is not None:
+        messages = [{"role": "user", "content": args.chat}]
+        extra = json.loads(args.template_vars) if args.template_vars else {}
+        prompt = gen.render_chat(messages, **extra)
+    else:
+        prompt = args.prompt
+    g = gen.start(prompt, max_new_tokens=args.max_new_tokens, sampling=_sampling(args))
+    if args.json:
+        text = "".join(g)
+        _emit(args, {"text": text, "token_ids": g.token_ids, "stats": vars(g.stats)
+                     | {"decode_tokens_per_s": g.stats.decode_tokens_per_s}}, text)
+    else:
+        for piece in g:
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+        sys.stdout.write("\n")
+        if not args.quiet:
+            s = g.stats
+            sys.stderr.write(f"[{s.prompt_tokens} prompt tokens, {s.new_tokens} new, TTFT {s.time_to_first_token_s * 1e3:.1f} ms, "
+                             f"{s.decode_tokens_per_s:.1f} tok/s, stop: {s.finish_reason}]\n")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from . import manifest as manifest_mod
+
+    if args.integrity:
+        problems = manifest_mod.check_integrity(Path(args.bundle))
+        _emit(args, {"bundle": args.bundle, "intact": not problems, "problems": problems},
+              "intact" if not problems else "\n".join(problems))
+        return 0 if not problems else 5
+    if not args.reference:
+        from .errors import ConfigError
+
+        raise ConfigError("verify: give --reference CHECKPOINT (or --integrity)")
+    from .verification import run_verification
+
+    progress = Progress(not (args.quiet or args.json))
+    report = run_verification(Path(args.bundle), Path(args.reference), reference_kind=args.reference_kind,
+                              text_file=Path(args.text) if args.text else None, context=args.context,
+                              max_tokens=args.max_tokens, threads=args.threads, progress=progress,
+                              max_ppl_increase=args.max_ppl_increase)
+    _emit(args, report, _format_verification(report))
+    return 0 if report["passed"] else 6
+
+
+def _format_verification(report: dict) -> str:
+    p = report["parity"]
+    lines = [f"reference: {report['reference']}",
+             f"parity on {p['prompts']} prompts / {p['positions']} positions: max |dlogits| {p['max_abs_logits_diff']:.3g}, "
+             f"top-1 agreement {p['top1_agreement'] * 100:.2f}%, KL mean {p['kl_divergence_mean']:.3g}"]
+    if "perplexity" in report:
+        ppl = report["perplexity"]
+        lines.append(f"perplexity ({ppl['bundle']['tokens_scored']} tokens, context {ppl['bundle']['context']}): "
+                     f"bundle {ppl['bundle']['perplexity']:.4f}, reference {ppl['reference']['perplexity']:.4f} "
+                     f"({ppl['increase_percent']:+.3f}%)")
+    lines.append("PASSED" if report["passed"] else f"FAILED: {report['failure']}")
+    return "\n".join(lines)
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from . import manifest as manifest_mod
+
+    m = manifest_mod.load(Path(args.bundle))
+    size = sum(f["bytes"] for f in m["files"].values())
+    arch = m["architecture"]
+    text = "\n".join([
+        f"bundle:       {args.bundle}",
+        f"architecture: {m['source']['architecture']} ({arch['num_layers']} layers, hidden {arch['hidden_size']}, "
+        f"{arch['num_heads']}/{arch['num_kv_heads']} heads, vocab {arch['vocab_size']})",
+        f"precision:    {m['precision']['name']} (block {m['precision']['block_size']}, "
+        f"{'symmetric' if m['precision']['symmetric'] else 'asymmetric'}, method {m['precision']['method']})",
+        f"weights:      {m['weights']['parameters']:,} parameters, {m['weights']['bits_per_weight']:.2f} bits/weight",
+        f"size:         {size / 1e6:.2f} MB in {len(m['files'])} files",
+        f"context:      {m['io']['context_length']} tokens",
+        f"target:       {m['target']['name']} ({m['target']['provider']})",
+        f"built by:     qwen-edge {m['tool']['version']}",
+    ] + ([f"quality:      {json.dumps(m['quality'])}"] if "quality" in m else []))
+    _emit(args, m | {"bundle_bytes": size}, text)
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .runtime.bench import benchmark
+
+    gen = _generator(args)
+    result = benchmark(gen, prompt_tokens=args.prompt_tokens, new_tokens=args.new_tokens, runs=args.runs,
+                       warmup=args.warmup)
+    _emit(args, result, (f"prompt {args.prompt_tokens} tokens, {args.new_tokens} new, median of {args.runs}: "
+                         f"TTFT {result['ttft_ms_median']:.1f} ms, decode {result['decode_tokens_per_s_median']:.1f} tok/s, "
+                         f"peak RSS {result['peak_rss_mb']:.0f} MB"))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    progress = Progress(not (args.quiet or args.json))
+    report = run_demo(Path(args.workdir) if args.workdir else None, progress=progress)
+    _emit(args, report, report["summary"])
+    return 0 if report["passed"] else 6
+
+
+# Parser ------------------------------------------------------------------------------------
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="qwen-edge", description="Qwen checkpoints to verified edge bundles")
+    p.add_argument("--version", action="version", version=f"qwen-edge {__import__('qwen_edge').__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def common(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--json", action="store_true", help="machine-readable output on stdout")
+        sp.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")
+
+    def runtime_opts(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--threads", type=int, default=None, help="intra-op threads (default: the bundle's setting)")
+        sp.add_argument("--check-integrity", action="store_true", help="check file hashes before loading")
+
+    b = sub.add_parser("build", help="build a bundle from a Hugging Face checkpoint directory")
+    b.add_argument("checkpoint")
+    b.add_argument("-o", "--output", required=True)
+    b.add_argument("--target", default="cpu")
+    b.add_argument("--precision", default="int4", choices=["fp32", "fp16", "int8", "int4"])
+    b.add_argument("--block-size", type=int, default=None)
+    b.add_argument("--symmetric", action="store_true", help="symmetric int4/int8 (no zero points)")
+    b.add_argument("--accuracy-level", type=int, default=None, help="MatMulNBits accuracy_level (0-4)")
+    b.add_argument("--quant-method", choices=["rtn", "search"], default=None)
+    b.add_argument("--embeddings", choices=["float", "int8", "int4"], default=None)
+    b.add_argument("--lm-head", choices=["float", "int8", "int4"], default=None)
+    b.add_argument("--max-length", type=int, default=None, help="context length of the bundle (default: the model's)")
+    common(b)
+    b.set_defaults(func=cmd_build)
+
+    r = sub.add_parser("run", help="generate text with a bundle")
+    r.add_argument("bundle")
+    g = r.add_mutually_exclusive_group(required=True)
+    g.add_argument("--prompt")
+    g.add_argument("--chat", help="one user message, rendered with the bundle's chat template")
+    r.add_argument("--template-vars", help='JSON object of extra chat template variables, e.g. {"enable_thinking": false}')
+    r.add_argument("--max-new-tokens", type=int, default=128)
+    r.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    r.add_argument("--top-k", type=int, default=0)
+    r.add_argument("--top-p", type=float, default=1.0)
+    r.add_argument("--repetition-penalty", type=float, default=1.0)
+    r.add_argument("--seed", type=int, default=None)
+    runtime_opts(r)
+    common(r)
+    r.set_defaults(func=cmd_run)
+
+    v = sub.add_parser("verify", help="check a bundle against its reference checkpoint, or its file hashes")
+    v.add_argument("bundle")
+    v.add_argument("--reference", help="the checkpoint directory the bundle was built from")
+    v.add_argument("--reference-kind", choices=["auto", "transformers", "numpy"], default="auto")
+    v.add_argument("--integrity", action="store_true", help="only check every file's sha256 against the manifest")
+    v.add_argument("--text", help="a text file for perplexity")
+    v.add_argument("--context", type=int, default=1024)
+    v.add_argument("--max-tokens", type=int, default=65536)
+    v.add_argument("--max-ppl-increase", type=float, default=None, help="fail above this perplexity increase (%%)")
+    v.add_argument("--threads", type=int, default=None)
+    common(v)
+    v.set_defaults(func=cmd_verify)
+
+    be = sub.add_parser("bench", help="time to first token and decode speed of a bundle")
+    be.add_argument("bundle")
+    be.add_argument("--prompt-tokens", type=int, default=128)
+    be.add_argument("--new-tokens", type=int, default=128)
+    be.add_argument("--runs", type=int, default=5)
+    be.add_argument("--warmup", type=int, default=1)
+    runtime_opts(be)
+    common(be)
+    be.set_defaults(func=cmd_bench)
+
+    i = sub.add_parser("inspect", help="summarise a bundle's manifest")
+    i.add_argument("bundle")
+    common(i)
+    i.set_defaults(func=cmd_inspect)
+
+    d = sub.add_parser("demo", help="make a tiny Qwen checkpoint, build it, run it, verify it")
+    d.add_argument("--workdir", help="keep the demo's files here (default: a temporary directory)")
+    common(d)
+    d.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except QwenEdgeError as exc:
+        sys.stderr.write(f"qwen-edge: error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}\n")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        sys.stderr.write("qwen-edge: interrupted\n")
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,249 @@
+"""The dense Qwen decoder graph, built layer by layer straight from the checkpoint's tensors.
+
+IO follows onnxruntime-genai's decoder contract so that a bundle runs unmodified there:
+inputs `input_ids`, `attention_mask`, `past_key_values.{i}.key|value`; outputs `logits`,
+`present.{i}.key|value` (BNSH caches). Attention is onnxruntime's GroupQueryAttention with
+the rotary embedding fused in, norms are (Skip)SimplifiedLayerNormalization, projections are
+MatMul or MatMulNBits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+from onnx import TensorProto
+
+from ..arch import ArchAdapter, ArchSpec, rope_inv_freq, rope_tables
+from ..errors import CheckpointError, GraphError
+from ..precision import Precision
+from .builder import MS_DOMAIN, GraphBuilder
+from .linear import LinearFactory, WeightStats
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class DecoderOptions:
+    """Build options that shape the graph but are not about weight storage."""
+
+    max_positions: int | None = None  # rotary table length; None = the checkpoint's context
+
+    def context_length(self, spec: ArchSpec) -> int:
+        if self.max_positions is None:
+            return spec.max_positions
+        if self.max_positions <= 0:
+            raise GraphError(f"max_positions must be positive, got {self.max_positions}")
+        return self.max_positions
+
+
+def io_names(num_layers: int) -> dict[str, list[str]]:
+    past = [f"past_key_values.{i}.{kind}" for i in range(num_layers) for kind in ("key", "value")]
+    present = [f"present.{i}.{kind}" for i in range(num_layers) for kind in ("key", "value")]
+    return {"inputs": ["input_ids", "attention_mask", *past], "outputs": ["logits", *present]}
+
+
+class DecoderBuilder:
+    def __init__(self, checkpoint, adapter: ArchAdapter, spec: ArchSpec, precision: Precision,
+                 g: GraphBuilder, options: DecoderOptions = DecoderOptions(),
+                 progress: Progress | None = None):
+        self.ckpt = checkpoint
+        self.adapter = adapter
+        self.spec = spec
+        self.precision = precision
+        self.g = g
+        self.options = options
+        self.progress = progress or (lambda stage, done, total: None)
+        self.stats = WeightStats()
+        self.lin = LinearFactory(g, precision, self.stats)
+        self.elem = TensorProto.FLOAT16 if precision.dtype == "fp16" else TensorProto.FLOAT
+        self.np_dtype = np.float16 if precision.dtype == "fp16" else np.float32
+
+    # Tensor access with shape checks -----------------------------------------------------
+    def _read(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
+        if not self.ckpt.has(name):
+            raise CheckpointError(f"{self.ckpt.path.name}: tensor '{name}' is missing")
+        actual = tuple(self.ckpt.tensor_info(name).shape)
+        if actual != tuple(shape):
+            raise CheckpointError(
+                f"{self.ckpt.path.name}: tensor '{name}' has shape {list(actual)}, config.json implies {list(shape)}"
+            )
+        return self.ckpt.read(name, dtype=np.float32)
+
+    def _layer_tensors(self, i: int) -> dict[str, np.ndarray]:
+        names = self.adapter.layer_tensor_names(self.spec, i)
+        shapes = self.adapter.expected_shapes(self.spec, i)
+        return {role: self._read(names[role], shapes[role]) for role in names}
+
+    # Graph pieces --------------------------------------------------------------------------
+    def _norm_weight(self, scope: str, w: np.ndarray) -> str:
+        return self.g.weight(f"{scope}/weight", w.astype(self.np_dtype))
+
+    def _attention_mask_inputs(self) -> tuple[str, str]:
+        g = self.g
+        total = g.one("ReduceSum", ["attention_mask", g.const([1], np.int64)], "/model/attn_mask/ReduceSum",
+                      keepdims=0)
+        seqlens = g.one("Sub", [total, g.const(1, np.int64)], "/model/attn_mask/Sub")
+        seqlens = g.one("Cast", [seqlens], "/model/attn_mask/seqlens_k/Cast", to=TensorProto.INT32)
+        shape = g.one("Shape", ["attention_mask"], "/model/attn_mask/Shape")
+        total_len = g.one("Gather", [shape, g.const(1, np.int64)], "/model/attn_mask/Gather", axis=0)
+        total_len = g.one("Cast", [total_len], "/model/attn_mask/total_seq_len/Cast", to=TensorProto.INT32)
+        return seqlens, total_len
+
+    def _head_norm(self, x: str, weight: np.ndarray, heads: int, scope: str) -> str:
+        g, d = self.g, self.spec.head_dim
+        x4 = g.one("Reshape", [x, g.const([0, 0, heads, d], np.int64)], f"{scope}/Reshape_in")
+        y4 = g.one("SimplifiedLayerNormalization", [x4, self._norm_weight(scope, weight)],
+                   f"{scope}/SimplifiedLayerNormalization", axis=-1, epsilon=self.spec.rms_norm_eps,
+                   stash_type=1)
+        return g.one("Reshape", [y4, g.const([0, 0, heads * d], np.int64)], f"{scope}/Reshape_out")
+
+    def _attention(self, i: int, x: str, t: dict[str, np.ndarray], seqlens: str, total_len: str,
+                   cos: str, sin: str) -> str:
+        g, s = self.g, self.spec
+        scope = f"/model/layers.{i}/attn"
+        qkv_w = np.concatenate([t["q_proj"], t["k_proj"], t["v_proj"]], axis=0)
+        qkv_b = np.concatenate([t["q_bias"], t["k_bias"], t["v_bias"]]) if s.attention_bias else None
+        qkv = self.lin.linear(x, qkv_w, f"{scope}/qkv_proj", self.precision.weights, bias=qkv_b)
+        if s.qk_norm:
+            q, k, v = g.node("Split", [qkv, g.const([s.q_size, s.kv_size, s.kv_size], np.int64)],
+                             f"{scope}/qkv_split/Split", outputs=3, axis=-1)
+            q = self._head_norm(q, t["q_norm"], s.num_heads, f"{scope}/q_norm")
+            k = self._head_norm(k, t["k_norm"], s.num_kv_heads, f"{scope}/k_norm")
+        else:
+            q, k, v = qkv, "", ""
+        window = s.sliding_windows[i] or -1
+        out = g.node(
+            "GroupQueryAttention",
+            [q, k, v, f"past_key_values.{i}.key", f"past_key_values.{i}.value", seqlens, total_len, cos, sin],
+            f"{scope}/GroupQueryAttention",
+            outputs=[f"{scope}/GroupQueryAttention/output_0", f"present.{i}.key", f"present.{i}.value"],
+            domain=MS_DOMAIN,
+            num_heads=s.num_heads,
+            kv_num_heads=s.num_kv_heads,
+            scale=float(s.head_dim) ** -0.5,
+            do_rotary=1,
+            rotary_interleaved=0,
+            local_window_size=window,
+        )[0]
+        return self.lin.linear(out, t["o_proj"], f"{scope}/o_proj", self.precision.weights)
+
+    def _mlp(self, i: int, x: str, t: dict[str, np.ndarray]) -> str:
+        g, m = self.g, self.spec.intermediate_size
+        scope = f"/model/layers.{i}/mlp"
+        gate_up = self.lin.linear(x, np.concatenate([t["gate_proj"], t["up_proj"]], axis=0),
+                                  f"{scope}/gate_up_proj", self.precision.weights)
+        gate, up = g.node("Split", [gate_up, g.const([m, m], np.int64)], f"{scope}/gate_up_split/Split",
+                          outputs=2, axis=-1)
+        sig = g.one("Sigmoid", [gate], f"{scope}/act/Sigmoid")
+        act = g.one("Mul", [gate, sig], f"{scope}/act/Mul")
+        prod = g.one("Mul", [act, up], f"{scope}/Mul")
+        return self.lin.linear(prod, t["down_proj"], f"{scope}/down_proj", self.precision.weights)
+
+    def _skip_norm(self, x: str, residual: str, weight: np.ndarray, scope: str) -> tuple[str, str]:
+        out, _, _, summed = self.g.node(
+            "SkipSimplifiedLayerNormalization", [x, residual, self._norm_weight(scope, weight)],
+            f"{scope}/SkipSimplifiedLayerNormalization",
+            outputs=[f"{scope}/output_0", "", "", f"{scope}/output_3"],
+            domain=MS_DOMAIN, epsilon=self.spec.rms_norm_eps,
+        )
+        return out, summed
+
+    def _rotary_caches(self) -> tuple[str, str]:
+        """cos/sin caches [context, rotary_dim / 2] for GroupQueryAttention.
+
+        Where the frequencies do not depend on the position, the tables are computed by the graph
+        from the frequency vector (onnxruntime folds them once at load time, in float32 as
+        transformers does), so the bundle does not carry context x rotary_dim floats.
+        """
+        g, s = self.g, self.spec
+        length = self.options.context_length(s)
+        if s.rope.rope_type == "dynamic":
+            cos_np, sin_np = rope_tables(s.rope, length, s.max_positions)
+            return (g.weight("/model/rotary/cos_cache", cos_np.astype(self.np_dtype)),
+                    g.weight("/model/rotary/sin_cache", sin_np.astype(self.np_dtype)))
+        inv_freq, scale = rope_inv_freq(s.rope, s.max_positions)
+        scope = "/model/rotary"
+        pos = g.one("Range", [g.const(0.0, np.float32), g.const(float(length), np.float32), g.const(1.0, np.float32)],
+                    f"{scope}/positions/Range")
+        pos = g.one("Unsqueeze", [pos, g.const([1], np.int64)], f"{scope}/positions/Unsqueeze")
+        freqs = g.weight(f"{scope}/inv_freq", inv_freq.astype(np.float32)[None, :])
+        angles = g.one("Mul", [pos, freqs], f"{scope}/angles/Mul")
+        caches = []
+        for fn in ("Cos", "Sin"):
+            table = g.one(fn, [angles], f"{scope}/{fn.lower()}/{fn}")
+            if scale != 1.0:
+                table = g.one("Mul", [table, g.const(np.float32(scale))], f"{scope}/{fn.lower()}/Mul")
+            if self.np_dtype != np.float32:
+                table = g.one("Cast", [table], f"{scope}/{fn.lower()}/Cast", to=self.elem)
+            caches.append(table)
+        return caches[0], caches[1]
+
+    # The whole graph ----------------------------------------------------------------------
+    def build(self) -> None:
+        g, s, p = self.g, self.spec, self.precision
+        n_layers = s.num_layers
+        kv_shape = ["batch_size", s.num_kv_heads, "past_sequence_length", s.head_dim]
+        present_shape = ["batch_size", s.num_kv_heads, "total_sequence_length", s.head_dim]
+        g.add_input("input_ids", TensorProto.INT64, ["batch_size", "sequence_length"])
+        g.add_input("attention_mask", TensorProto.INT64, ["batch_size", "total_sequence_length"])
+        for i in range(n_layers):
+            for kind in ("key", "value"):
+                g.add_input(f"past_key_values.{i}.{kind}", self.elem, kv_shape)
+        g.add_output("logits", TensorProto.FLOAT, ["batch_size", "sequence_length", s.vocab_size])
+        for i in range(n_layers):
+            for kind in ("key", "value"):
+                g.add_output(f"present.{i}.{kind}", self.elem, present_shape)
+
+        globals_ = self.adapter.GLOBAL_TENSORS
+        gshapes = self.adapter.global_shapes(s)
+        self.progress("embeddings", 0, n_layers + 2)
+        embed = self._read(globals_["embed"], gshapes["embed"])
+        hidden = self.lin.embedding("input_ids", embed, "/model/embed_tokens", p.embeddings)
+        embed_float_name = "/model/embed_tokens/weight" if p.embeddings == "float" else None
+        del embed
+
+        seqlens, total_len = self._attention_mask_inputs()
+        cos, sin = self._rotary_caches()
+
+        residual, pending = hidden, None
+        for i in range(n_layers):
+            self.progress("layers", i + 1, n_layers + 2)
+            t = self._layer_tensors(i)
+            scope = f"/model/layers.{i}/input_layernorm"
+            if pending is None:
+                x = g.one("SimplifiedLayerNormalization", [residual, self._norm_weight(scope, t["input_norm"])],
+                          f"{scope}/SimplifiedLayerNormalization", axis=-1, epsilon=s.rms_norm_eps, stash_type=1)
+            else:
+                x, residual = self._skip_norm(pending, residual, t["input_norm"], scope)
+            attn = self._attention(i, x, t, seqlens, total_len, cos, sin)
+            x, residual = self._skip_norm(attn, residual, t["post_attention_norm"],
+                                          f"/model/layers.{i}/post_attention_layernorm")
+            pending = self._mlp(i, x, t)
+            del t
+
+        self.progress("lm_head", n_layers + 1, n_layers + 2)
+        final = self._read(globals_["final_norm"], gshapes["final_norm"])
+        x, _ = self._skip_norm(pending, residual, final, "/model/norm")
+        logits = self._lm_head(x, embed_float_name)
+        if self.elem != TensorProto.FLOAT:
+            logits = g.one("Cast", [logits], "/lm_head/Cast", to=TensorProto.FLOAT)
+        g.one("Identity", [logits], "/lm_head/output/Identity", outputs=["logits"])
+        self.progress("lm_head", n_layers + 2, n_layers + 2)
+
+    def _lm_head(self, x: str, embed_float_name: str | None) -> str:
+        s, p = self.spec, self.precision
+        name = self.adapter.GLOBAL_TENSORS["lm_head"]
+        shape = self.adapter.global_shapes(s)["lm_head"]
+        if s.tie_word_embeddings:
+            if self.ckpt.has(name):
+                self.ckpt.read(name)  # stored redundantly by some exporters: consumed, not used
+            if p.lm_head == "float" and embed_float_name is not None:
+                return self.lin.tied_float_head(x, embed_float_name, "/lm_head")
+            weight = self._read(self.adapter.GLOBAL_TENSORS["embed"], shape)
+            shared = p.lm_head == p.embeddings
+        else:
+            weight = self._read(name, shape)
+            shared = False
+        return self.lin.linear(x, weight, "/lm_head", p.lm_head, shared_storage=shared)

@@ -1,0 +1,100 @@
+"""Linear projections, embeddings and the output head in float or block-quantized form."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..precision import Precision
+from ..quant import QuantSpec, quantize_blockwise
+from .builder import MS_DOMAIN, GraphBuilder
+
+FORMAT_BITS = {"int4": 4, "int8": 8}
+
+
+@dataclass
+class WeightStats:
+    """What the build stored, for the manifest's bits-per-weight and size report."""
+
+    parameters: int = 0
+    stored_bytes: int = 0
+    by_format: dict[str, int] = field(default_factory=dict)
+
+    def add(self, fmt: str, parameters: int, stored_bytes: int) -> None:
+        self.parameters += parameters
+        self.stored_bytes += stored_bytes
+        self.by_format[fmt] = self.by_format.get(fmt, 0) + parameters
+
+    def to_dict(self) -> dict:
+        bits = 8.0 * self.stored_bytes / self.parameters if self.parameters else 0.0
+        return {
+            "parameters": self.parameters,
+            "stored_bytes": self.stored_bytes,
+            "bits_per_weight": round(bits, 4),
+            "parameters_by_format": dict(sorted(self.by_format.items())),
+        }
+
+
+class LinearFactory:
+    """Emits the nodes for y = x @ W.T (+ b) given W in the HF [out, in] layout."""
+
+    def __init__(self, g: GraphBuilder, precision: Precision, stats: WeightStats):
+        self.g = g
+        self.precision = precision
+        self.stats = stats
+        self.float_dtype = np.float16 if precision.dtype == "fp16" else np.float32
+
+    def _quant_spec(self, fmt: str) -> QuantSpec:
+        p = self.precision
+        return QuantSpec(bits=FORMAT_BITS[fmt], block_size=p.block_size, symmetric=p.symmetric, method=p.method)
+
+    def linear(self, x: str, weight: np.ndarray, scope: str, fmt: str, *,
+               bias: np.ndarray | None = None, importance: np.ndarray | None = None,
+               shared_storage: bool = False) -> str:
+        """`shared_storage` marks a weight whose bytes another tensor already stored (tied heads)."""
+        g = self.g
+        n, k = weight.shape
+        if fmt == "float":
+            w = g.weight(f"{scope}/weight", np.ascontiguousarray(weight.T.astype(self.float_dtype)))
+            y = g.one("MatMul", [x, w], f"{scope}/MatMul")
+            self.stats.add(fmt, n * k, n * k * np.dtype(self.float_dtype).itemsize)
+        else:
+            bq = quantize_blockwise(weight, self._quant_spec(fmt), name=scope, importance=importance)
+            tensors = bq.matmul_nbits_tensors(self.float_dtype)
+            inputs = [x, g.weight(f"{scope}/weight.packed", tensors["B"]),
+                      g.weight(f"{scope}/weight.scales", tensors["scales"])]
+            if "zero_points" in tensors:
+                inputs.append(g.weight(f"{scope}/weight.zero_points", tensors["zero_points"]))
+            y = g.one("MatMulNBits", inputs, f"{scope}/MatMulNBits", domain=MS_DOMAIN,
+                      K=k, N=n, bits=bq.spec.bits, block_size=bq.spec.block_size,
+                      accuracy_level=self.precision.accuracy_level)
+            if not shared_storage:
+                self.stats.add(fmt, n * k, bq.nbytes())
+        if bias is not None:
+            b = g.weight(f"{scope}/bias", bias.astype(self.float_dtype))
+            y = g.one("Add", [y, b], f"{scope}/Add")
+            self.stats.add("float", bias.size, bias.size * np.dtype(self.float_dtype).itemsize)
+        return y
+
+    def embedding(self, ids: str, table: np.ndarray, scope: str, fmt: str) -> str:
+        g = self.g
+        vocab, hidden = table.shape
+        if fmt == "float":
+            w = g.weight(f"{scope}/weight", table.astype(self.float_dtype))
+            self.stats.add(fmt, table.size, table.size * np.dtype(self.float_dtype).itemsize)
+            return g.one("Gather", [w, ids], f"{scope}/Gather")
+        bq = quantize_blockwise(table, self._quant_spec(fmt), name=scope)
+        tensors = bq.gather_block_quantized_tensors(self.float_dtype)
+        inputs = [g.weight(f"{scope}/weight.packed", tensors["data"]), ids,
+                  g.weight(f"{scope}/weight.scales", tensors["scales"])]
+        if "zero_points" in tensors:
+            inputs.append(g.weight(f"{scope}/weight.zero_points", tensors["zero_points"]))
+        self.stats.add(fmt, table.size, bq.nbytes())
+        return g.one("GatherBlockQuantized", inputs, f"{scope}/GatherBlockQuantized", domain=MS_DOMAIN,
+                     gather_axis=0, quantize_axis=1, block_size=bq.spec.block_size, bits=bq.spec.bits)
+
+    def tied_float_head(self, x: str, embedding_weight_name: str, scope: str) -> str:
+        """logits = x @ E.T reusing the embedding table, without storing a transposed copy."""
+        return self.g.one("FusedMatMul", [x, embedding_weight_name], f"{scope}/FusedMatMul",
+                          domain=MS_DOMAIN, transB=1, alpha=1.0)

@@ -1,0 +1,83 @@
+"""The typed, closed description of how a bundle stores its weights."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from .errors import ConfigError
+
+FLOAT_DTYPES = ("fp32", "fp16")
+WEIGHT_FORMATS = ("float", "int8", "int4")
+QUANT_METHODS = ("rtn", "search")
+BLOCK_SIZES = (16, 32, 64, 128, 256)
+
+
+@dataclass(frozen=True)
+class Precision:
+    """How weights and activations are stored.
+
+    `dtype` is the activation / KV-cache / float-weight type. `weights` applies to the
+    transformer layers' linear projections; `embeddings` and `lm_head` can be chosen apart
+    because they dominate small models' size and are the most sensitive to quantization.
+    """
+
+    dtype: str = "fp32"
+    weights: str = "float"
+    embeddings: str = "float"
+    lm_head: str = "float"
+    block_size: int = 32
+    symmetric: bool = False
+    method: str = "search"
+    accuracy_level: int = 4
+
+    def __post_init__(self) -> None:
+        if self.dtype not in FLOAT_DTYPES:
+            raise ConfigError(f"precision: dtype '{self.dtype}' is not one of {', '.join(FLOAT_DTYPES)}")
+        for key in ("weights", "embeddings", "lm_head"):
+            if getattr(self, key) not in WEIGHT_FORMATS:
+                raise ConfigError(
+                    f"precision: {key} '{getattr(self, key)}' is not one of {', '.join(WEIGHT_FORMATS)}"
+                )
+        if self.block_size not in BLOCK_SIZES:
+            raise ConfigError(f"precision: block_size {self.block_size} is not one of {BLOCK_SIZES}")
+        if self.method not in QUANT_METHODS:
+            raise ConfigError(f"precision: method '{self.method}' is not one of {', '.join(QUANT_METHODS)}")
+        if self.accuracy_level not in (0, 1, 2, 3, 4):
+            raise ConfigError(f"precision: accuracy_level {self.accuracy_level} is not in 0..4")
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> "Precision":
+        """Named presets used by the CLI's --precision."""
+        presets = {
+            "fp32": dict(),
+            "fp16": dict(dtype="fp16"),
+            "int8": dict(weights="int8", embeddings="int8", lm_head="int8"),
+            "int4": dict(weights="int4", embeddings="int4", lm_head="int4"),
+        }
+        if name not in presets:
+            raise ConfigError(f"precision: unknown preset '{name}' (choose from {', '.join(presets)})")
+        values = presets[name] | {k: v for k, v in overrides.items() if v is not None}
+        return cls.from_dict(values)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "Precision":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"precision: unknown key '{unknown[0]}' (known: {', '.join(sorted(known))})")
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def family(self) -> str:
+        """The preset this precision belongs to, as targets list them (fp32, fp16, int8, int4)."""
+        return self.weights if self.weights != "float" else self.dtype
+
+    @property
+    def name(self) -> str:
+        if self.weights == "float" and self.embeddings == "float" and self.lm_head == "float":
+            return self.dtype
+        return f"{self.weights}-{self.dtype}"

@@ -1,0 +1,143 @@
+"""Prefill-then-decode generation with streaming text, on top of a loaded Model."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Iterator, Sequence
+
+import numpy as np
+import onnxruntime as ort
+
+from .errors import ContextOverflowError, InvalidRequestError
+from .model import Model
+from .sampling import Sampler, SamplingParams
+from .streaming import TextStreamer
+
+MAX_NEW_TOKENS_LIMIT = 1 << 20
+
+
+@dataclass
+class GenerationStats:
+    prompt_tokens: int = 0
+    new_tokens: int = 0
+    time_to_first_token_s: float = 0.0
+    decode_s: float = 0.0
+    finish_reason: str = ""  # "eos", "length"
+
+    @property
+    def decode_tokens_per_s(self) -> float:
+        steps = self.new_tokens - 1
+        return steps / self.decode_s if steps > 0 and self.decode_s > 0 else 0.0
+
+
+@dataclass
+class GenerationResult:
+    text: str
+    token_ids: list[int]
+    stats: GenerationStats = field(default_factory=GenerationStats)
+
+
+class Generation:
+    """One generation: an iterator of text pieces. `token_ids` and `stats` fill in as it runs."""
+
+    def __init__(self, model: Model, prompt_ids: np.ndarray, max_new_tokens: int, sampling: SamplingParams,
+                 stop_token_ids: Sequence[int] | None):
+        if not isinstance(max_new_tokens, (int, np.integer)) or isinstance(max_new_tokens, bool):
+            raise InvalidRequestError(f"max_new_tokens must be an integer, got {max_new_tokens!r}")
+        if max_new_tokens <= 0 or max_new_tokens > MAX_NEW_TOKENS_LIMIT:
+            raise InvalidRequestError(f"max_new_tokens must be in [1, {MAX_NEW_TOKENS_LIMIT}], got {max_new_tokens}")
+        prompt_ids = model.check_ids(prompt_ids)
+        needed = len(prompt_ids) + int(max_new_tokens)
+        if needed > model.context_length:
+            raise ContextOverflowError(
+                f"prompt of {len(prompt_ids)} tokens plus max_new_tokens {max_new_tokens} = {needed} "
+                f"exceeds the context length {model.context_length}"
+            )
+        self.model = model
+        self.prompt_ids = prompt_ids
+        self.max_new_tokens = int(max_new_tokens)
+        self.sampler = Sampler(sampling, model.vocab_size)
+        self.stop_ids = frozenset(model.eos_token_ids if stop_token_ids is None else stop_token_ids)
+        self.token_ids: list[int] = []
+        self.stats = GenerationStats(prompt_tokens=len(prompt_ids))
+        self._streamer = TextStreamer(model.tokenizer, skip_special_tokens=True)
+
+    def tokens(self) -> Iterator[int]:
+        """Yield new token ids (stop tokens are not yielded)."""
+        model = self.model
+        cache = model.acquire_cache()
+        try:
+            mask = np.ones((1, cache.capacity), np.int64)
+            step_logits = np.zeros((1, 1, model.vocab_size), np.float32)
+            step_out = ort.OrtValue.ortvalue_from_numpy(step_logits)
+            token_buf = np.zeros(1, np.int64)
+            self.sampler.observe(self.prompt_ids)
+            start = time.perf_counter()
+            logits = model.step(cache, self.prompt_ids, mask)[-1]
+            first = None
+            while True:
+                token = self.sampler(logits)
+                if first is None:
+                    first = time.perf_counter()
+                    self.stats.time_to_first_token_s = first - start
+                if token in self.stop_ids:
+                    self.stats.finish_reason = "eos"
+                    break
+                self.token_ids.append(token)
+                self.stats.new_tokens = len(self.token_ids)
+                yield token
+                if len(self.token_ids) >= self.max_new_tokens:
+                    self.stats.finish_reason = "length"
+                    break
+                self.sampler.observe((token,))
+                token_buf[0] = token
+                logits = model.step(cache, token_buf, mask, step_out)[-1]
+            self.stats.decode_s = time.perf_counter() - first if first is not None else 0.0
+        finally:
+            model.release_cache(cache)
+
+    def __iter__(self) -> Iterator[str]:
+        for token in self.tokens():
+            piece = self._streamer.push(token)
+            if piece:
+                yield piece
+        tail = self._streamer.flush()
+        if tail:
+            yield tail
+
+
+class Generator:
+    """The app-facing API: text in, text out, with chat and streaming."""
+
+    def __init__(self, model: Model):
+        self.model = model
+
+    def _prompt_ids(self, prompt) -> np.ndarray:
+        if isinstance(prompt, str):
+            if prompt == "":
+                raise InvalidRequestError("prompt is empty")
+            return self.model.encode(prompt)
+        return np.asarray(list(prompt), dtype=np.int64) if not isinstance(prompt, np.ndarray) else prompt
+
+    def start(self, prompt, *, max_new_tokens: int = 128, sampling: SamplingParams | None = None,
+              stop_token_ids: Sequence[int] | None = None) -> Generation:
+        return Generation(self.model, self._prompt_ids(prompt), max_new_tokens, sampling or SamplingParams(),
+                          stop_token_ids)
+
+    def stream(self, prompt, **kwargs) -> Iterator[str]:
+        return iter(self.start(prompt, **kwargs))
+
+    def generate(self, prompt, **kwargs) -> GenerationResult:
+        gen = self.start(prompt, **kwargs)
+        text = "".join(gen)
+        return GenerationResult(text=text, token_ids=list(gen.token_ids), stats=gen.stats)
+
+    def render_chat(self, messages, *, add_generation_prompt: bool = True, **template_vars) -> str:
+        return self.model.chat_template.render(messages, add_generation_prompt=add_generation_prompt, **template_vars)
+
+    def chat(self, messages, *, template_vars: dict | None = None, **kwargs) -> GenerationResult:
+        return self.generate(self.render_chat(messages, **(template_vars or {})), **kwargs)
+
+    def stream_chat(self, messages, *, template_vars: dict | None = None, **kwargs) -> Iterator[str]:
+        return self.stream(self.render_chat(messages, **(template_vars or {})), **kwargs)

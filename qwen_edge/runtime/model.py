@@ -1,0 +1,171 @@
+"""Loading a bundle into onnxruntime and running the decoder step by step."""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+from tokenizers import Tokenizer
+
+from .. import manifest as manifest_mod
+from ..errors import BundleError
+from .errors import ContextOverflowError, InvalidRequestError
+from .kv_cache import KVCache
+
+_DTYPES = {"fp32": np.float32, "fp16": np.float16}
+
+
+@dataclass(frozen=True)
+class RuntimeOptions:
+    """Session settings. `None` means: what the bundle's manifest recommends, else onnxruntime's default."""
+
+    intra_op_threads: int | None = None
+    providers: tuple[str, ...] = ("CPUExecutionProvider",)
+    verify_integrity: bool = False
+    max_cached_sequences: int = 2  # KV caches kept for reuse across generations
+
+
+def _session_options(opts: RuntimeOptions, recommended: dict[str, Any]) -> ort.SessionOptions:
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    threads = opts.intra_op_threads or recommended.get("intra_op_threads")
+    if threads:
+        so.intra_op_num_threads = int(threads)
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    for key, value in sorted(recommended.get("config_entries", {}).items()):
+        so.add_session_config_entry(key, str(value))
+    return so
+
+
+class Model:
+    """A loaded bundle: session, tokenizer, chat template and a pool of KV caches.
+
+    One Model may be shared by several threads: every generation takes its own cache from the
+    pool, and onnxruntime sessions are safe to run concurrently.
+    """
+
+    def __init__(self, bundle_dir: str | os.PathLike, options: RuntimeOptions = RuntimeOptions()):
+        self.path = Path(bundle_dir)
+        self.manifest = manifest_mod.load(self.path)
+        if options.verify_integrity:
+            problems = manifest_mod.check_integrity(self.path, self.manifest)
+            if problems:
+                raise BundleError(f"{self.path}: integrity check failed: {problems[0]}")
+        io = self.manifest["io"]
+        self.num_layers = int(io["num_layers"])
+        self.num_kv_heads = int(io["num_kv_heads"])
+        self.head_dim = int(io["head_dim"])
+        self.vocab_size = int(io["vocab_size"])
+        self.context_length = int(io["context_length"])
+        self.kv_dtype = _DTYPES[io["kv_dtype"]]
+        self.eos_token_ids = tuple(self.manifest["generation"]["eos_token_ids"])
+        model_path = self.path / io["model_file"]
+        try:
+            self.session = ort.InferenceSession(
+                str(model_path), _session_options(options, self.manifest.get("runtime", {})),
+                providers=list(options.providers),
+            )
+        except Exception as exc:  # onnxruntime raises untyped errors for corrupt files
+            raise BundleError(f"{model_path}: onnxruntime could not load the model: {str(exc).splitlines()[0]}") from exc
+        tokenizer_path = self.path / "tokenizer.json"
+        try:
+            self.tokenizer = Tokenizer.from_file(str(tokenizer_path))
+        except Exception as exc:
+            raise BundleError(f"{tokenizer_path}: could not load the tokenizer: {exc}") from exc
+        template_path = self.path / "chat_template.jinja"
+        self.chat_template_source = template_path.read_text(encoding="utf-8") if template_path.is_file() else None
+        self._chat_template = None
+        self._caches: queue.LifoQueue[KVCache] = queue.LifoQueue(maxsize=options.max_cached_sequences)
+        self._template_lock = threading.Lock()
+
+    # KV caches ------------------------------------------------------------------------------
+    def acquire_cache(self) -> KVCache:
+        try:
+            cache = self._caches.get_nowait()
+        except queue.Empty:
+            cache = KVCache(self.num_layers, self.num_kv_heads, self.head_dim, self.context_length, self.kv_dtype)
+        cache.reset()
+        return cache
+
+    def release_cache(self, cache: KVCache) -> None:
+        try:
+            self._caches.put_nowait(cache)
+        except queue.Full:
+            pass
+
+    # Forward passes ---------------------------------------------------------------------------
+    def check_ids(self, ids: np.ndarray) -> np.ndarray:
+        ids = np.asarray(ids)
+        if ids.ndim != 1 or ids.size == 0:
+            raise InvalidRequestError("input ids must be a non-empty 1-D sequence")
+        if ids.dtype.kind not in "iu":
+            raise InvalidRequestError(f"input ids must be integers, got dtype {ids.dtype}")
+        bad = (ids < 0) | (ids >= self.vocab_size)
+        if bad.any():
+            raise InvalidRequestError(
+                f"token id {int(ids[bad][0])} at position {int(np.argmax(bad))} is outside the vocabulary [0, {self.vocab_size})"
+            )
+        return ids.astype(np.int64, copy=False)
+
+    def step(self, cache: KVCache, ids: np.ndarray, mask: np.ndarray, logits_out: ort.OrtValue | None = None) -> np.ndarray:
+        """Run `ids` (1-D) after the cache's current contents; returns logits [len(ids), vocab]."""
+        n = ids.shape[0]
+        total = cache.length + n
+        if total > cache.capacity:
+            raise ContextOverflowError(
+                f"sequence of {total} tokens exceeds the bundle's context length {cache.capacity}"
+            )
+        binding = self.session.io_binding()
+        # logits is bound first so that it is get_outputs()[0].
+        if logits_out is not None:
+            binding.bind_ortvalue_output("logits", logits_out)
+        else:
+            binding.bind_output("logits", "cpu")
+        binding.bind_cpu_input("input_ids", ids.reshape(1, n))
+        binding.bind_cpu_input("attention_mask", mask[:, :total])
+        cache.bind(binding)
+        self.session.run_with_iobinding(binding)
+        cache.length = total
+        if logits_out is not None:
+            return logits_out.numpy()[0]
+        return binding.get_outputs()[0].numpy()[0]
+
+    def logits(self, ids) -> np.ndarray:
+        """Logits for every position of one sequence, from an empty cache: [len(ids), vocab]."""
+        ids = self.check_ids(ids)
+        cache = self.acquire_cache()
+        try:
+            mask = np.ones((1, cache.capacity), np.int64)
+            return self.step(cache, ids, mask)
+        finally:
+            self.release_cache(cache)
+
+    # Text helpers -----------------------------------------------------------------------------
+    def encode(self, text: str) -> np.ndarray:
+        if not isinstance(text, str):
+            raise InvalidRequestError(f"prompt must be a str, got {type(text).__name__}")
+        return np.asarray(self.tokenizer.encode(text, add_special_tokens=False).ids, dtype=np.int64)
+
+    def decode(self, ids, skip_special_tokens: bool = True) -> str:
+        return self.tokenizer.decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens)
+
+    @property
+    def chat_template(self):
+        from .chat import ChatTemplate
+        from .errors import TemplateError
+
+        with self._template_lock:
+            if self._chat_template is None:
+                if self.chat_template_source is None:
+                    raise TemplateError(f"{self.path}: the bundle has no chat template")
+                eos = self.decode([self.eos_token_ids[0]], skip_special_tokens=False) if self.eos_token_ids else None
+                self._chat_template = ChatTemplate(self.chat_template_source, eos_token=eos)
+            return self._chat_template

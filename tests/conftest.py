@@ -1,0 +1,111 @@
+"""Shared fixtures: tiny random Qwen checkpoints made with transformers, and bundles built from them."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from qwen_edge.tiny import TINY_QWEN2, TINY_QWEN3, write_tokenizer_files
+
+REPO = Path(__file__).resolve().parent.parent
+TRAINED_MODEL = Path(os.environ.get("QWEN_EDGE_TRAINED_MODEL", REPO.parent / "shared" / "models" / "qwen2-code-30m"))
+
+# Every registered architecture must have a tiny config here (tests/test_arch.py checks).
+TINY_CONFIGS = {
+    "Qwen2ForCausalLM": TINY_QWEN2,
+    "Qwen3ForCausalLM": TINY_QWEN3,
+}
+
+
+def make_hf_checkpoint(directory: Path, config: dict, *, seed: int = 0, dtype: str = "float32",
+                       max_shard_size: str | None = None) -> Path:
+    """A tiny random checkpoint saved by transformers itself, with randomised biases and norms."""
+    import torch
+    import transformers
+
+    directory.mkdir(parents=True, exist_ok=True)
+    tok = write_tokenizer_files(directory, config["vocab_size"])
+    cfg = dict(config)
+    cfg["bos_token_id"] = tok.token_to_id("<|endoftext|>")
+    cfg["eos_token_id"] = tok.token_to_id("<|im_end|>")
+    arch = cfg.pop("architectures")[0]
+    cfg.pop("model_type", None)
+    cfg.pop("torch_dtype", None)
+    config_cls = getattr(transformers, arch.replace("ForCausalLM", "Config"))
+    model_cls = getattr(transformers, arch)
+    torch.manual_seed(seed)
+    model = model_cls(config_cls(**cfg)).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("bias"):
+                p.normal_(0.0, 0.1)
+            elif "norm" in name:
+                p.normal_(1.0, 0.1)
+            elif "embed_tokens" in name:
+                p.normal_(0.0, 0.5)
+    model = model.to(getattr(torch, dtype))
+    kwargs = {"max_shard_size": max_shard_size} if max_shard_size else {}
+    model.save_pretrained(directory, safe_serialization=True, **kwargs)
+    gen = {"bos_token_id": cfg["bos_token_id"], "eos_token_id": [cfg["eos_token_id"], cfg["bos_token_id"]],
+           "pad_token_id": cfg["bos_token_id"]}
+    (directory / "generation_config.json").write_text(json.dumps(gen))
+    return directory
+
+
+@pytest.fixture(scope="session")
+def qwen2_ckpt(tmp_path_factory) -> Path:
+    return make_hf_checkpoint(tmp_path_factory.mktemp("qwen2") / "ckpt", TINY_QWEN2)
+
+
+@pytest.fixture(scope="session")
+def qwen3_ckpt(tmp_path_factory) -> Path:
+    return make_hf_checkpoint(tmp_path_factory.mktemp("qwen3") / "ckpt", TINY_QWEN3, seed=1)
+
+
+@pytest.fixture(scope="session")
+def bundles(tmp_path_factory, qwen2_ckpt, qwen3_ckpt):
+    """Lazily built bundles keyed by (architecture, precision name)."""
+    from qwen_edge.build import BuildRequest, build
+    from qwen_edge.precision import Precision
+
+    made: dict[tuple[str, str], Path] = {}
+    ckpts = {"qwen2": qwen2_ckpt, "qwen3": qwen3_ckpt}
+
+    def get(arch: str, precision: str) -> Path:
+        key = (arch, precision)
+        if key not in made:
+            out = tmp_path_factory.mktemp(f"bundle-{arch}-{precision}") / "bundle"
+            build(BuildRequest(ckpts[arch], out, Precision.preset(precision)))
+            made[key] = out
+        return made[key]
+
+    return get
+
+
+@pytest.fixture
+def trained_model() -> Path:
+    if not (TRAINED_MODEL / "config.json").is_file():
+        pytest.skip(f"trained checkpoint not found at {TRAINED_MODEL} (set QWEN_EDGE_TRAINED_MODEL)")
+    return TRAINED_MODEL
+
+
+def hf_logits_incremental(ckpt: Path, ids: np.ndarray, prefill: int) -> np.ndarray:
+    """transformers logits through its own KV cache: prefill, then one token per step."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(ckpt), dtype=torch.float32).eval()
+    rows = []
+    with torch.no_grad():
+        out = model(torch.as_tensor(ids[None, :prefill]), use_cache=True)
+        rows.append(out.logits[0])
+        past = out.past_key_values
+        for k in range(prefill, len(ids)):
+            out = model(torch.as_tensor(ids[None, k:k + 1]), past_key_values=past, use_cache=True)
+            past = out.past_key_values
+            rows.append(out.logits[0])
+    return torch.cat(rows).float().numpy()

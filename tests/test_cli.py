@@ -1,0 +1,83 @@
+"""The command line: exit codes, --json output and one-line errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from qwen_edge.cli import main
+
+
+def _run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_build_run_inspect_verify_roundtrip(qwen2_ckpt, tmp_path, capsys):
+    out = tmp_path / "bundle"
+    code, stdout, _ = _run(capsys, "build", str(qwen2_ckpt), "-o", str(out), "--precision", "int4", "--json")
+    assert code == 0
+    report = json.loads(stdout)
+    assert report["precision"]["weights"] == "int4" and report["bundle_bytes"] > 0
+
+    code, stdout, _ = _run(capsys, "run", str(out), "--prompt", "def f(x):", "--max-new-tokens", "5", "--json")
+    assert code == 0 and len(json.loads(stdout)["token_ids"]) <= 5
+
+    code, stdout, _ = _run(capsys, "inspect", str(out), "--json")
+    assert code == 0 and json.loads(stdout)["precision"]["name"] == "int4-fp32"
+
+    code, stdout, _ = _run(capsys, "verify", str(out), "--integrity", "--json")
+    assert code == 0 and json.loads(stdout)["intact"] is True
+
+    code, stdout, _ = _run(capsys, "verify", str(out), "--reference", str(qwen2_ckpt), "--reference-kind", "numpy",
+                           "--json")
+    report = json.loads(stdout)
+    assert code == 0 and report["passed"], report
+    assert report["parity"]["top1_agreement"] > 0.7
+
+    code, stdout, _ = _run(capsys, "bench", str(out), "--prompt-tokens", "8", "--new-tokens", "4", "--runs", "1",
+                           "--json")
+    assert code == 0 and json.loads(stdout)["decode_tokens_per_s_median"] > 0
+
+
+def test_integrity_check_catches_a_one_byte_change(bundles, tmp_path, capsys):
+    import shutil
+
+    bundle = tmp_path / "copy"
+    shutil.copytree(bundles("qwen2", "int4"), bundle)
+    data = bytearray((bundle / "model.onnx.data").read_bytes())
+    data[len(data) // 2] ^= 0x01
+    (bundle / "model.onnx.data").write_bytes(bytes(data))
+    code, stdout, _ = _run(capsys, "verify", str(bundle), "--integrity", "--json")
+    assert code == 5
+    assert any("model.onnx.data" in p for p in json.loads(stdout)["problems"])
+
+
+def test_errors_are_one_line_with_a_nonzero_exit(tmp_path, capsys):
+    code, _, err = _run(capsys, "build", str(tmp_path / "nope"), "-o", str(tmp_path / "o"))
+    assert code == 3
+    assert err.count("\n") == 1 and "nope" in err
+    code, _, err = _run(capsys, "run", str(tmp_path), "--prompt", "x")
+    assert code == 5 and "manifest" in err
+
+
+def test_verify_without_reference_is_a_usage_error(bundles, capsys):
+    code, _, err = _run(capsys, "verify", str(bundles("qwen2", "fp32")))
+    assert code == 2 and "--reference" in err
+
+
+@pytest.mark.parametrize("bad", [["--precision", "int3"], ["--block-size", "48"]])
+def test_bad_build_options(bad, qwen2_ckpt, tmp_path, capsys):
+    with pytest.raises(SystemExit) if bad[0] == "--precision" else _nothing():
+        code, _, err = _run(capsys, "build", str(qwen2_ckpt), "-o", str(tmp_path / "o"), *bad)
+        assert code == 2 and "block_size" in err
+
+
+class _nothing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
