@@ -88,6 +88,8 @@ def build(request: BuildRequest, progress: Progress | None = None) -> dict[str, 
                 if progress:
                     progress("smoke test", 0, 1)
                 _smoke_test(stage / MODEL_FILE, spec, request.precision)
+                if progress:
+                    progress("smoke test", 1, 1)
             manifest = {
                 "schema_version": SCHEMA_VERSION,
                 "tool": tool_versions(),

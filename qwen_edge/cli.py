@@ -19,26 +19,42 @@ EXIT_INTERRUPTED = 130
 
 
 class Progress:
-    """A one-line progress display on stderr (silent with --quiet or --json)."""
+    """Progress on stderr: a live line on a terminal, one line per finished stage otherwise."""
 
     def __init__(self, enabled: bool):
         self.enabled = enabled
         self.start = time.perf_counter()
-        self._last = ""
+        self.live = enabled and sys.stderr.isatty()
+        self._stage = None
+        self._open = False
+
+    def _write(self, text: str) -> None:
+        sys.stderr.write(text)
+        sys.stderr.flush()
 
     def __call__(self, stage: str, done: int, total: int) -> None:
         if not self.enabled:
             return
+        if stage != self._stage and self._open:
+            self._write("\n")
+            self._open = False
+        self._stage = stage
         line = f"[{time.perf_counter() - self.start:6.1f}s] {stage}: {done}/{total}"
-        if line != self._last:
-            end = "\n" if done >= total else ""
-            sys.stderr.write("\r" + line + end)
-            sys.stderr.flush()
-            self._last = line
+        if self.live:
+            self._write("\r" + line)
+            self._open = True
+            if done >= total:
+                self._write("\n")
+                self._open = False
+        elif done >= total:
+            self._write(line + "\n")
 
     def note(self, message: str) -> None:
         if self.enabled:
-            sys.stderr.write(f"[{time.perf_counter() - self.start:6.1f}s] {message}\n")
+            if self._open:
+                self._write("\n")
+                self._open = False
+            self._write(f"[{time.perf_counter() - self.start:6.1f}s] {message}\n")
 
 
 def _emit(args: argparse.Namespace, data: dict[str, Any], text: str) -> None:

@@ -99,7 +99,7 @@ class TransformersReference:
         torch.manual_seed(0)
         self.model = AutoModelForCausalLM.from_pretrained(
             str(checkpoint_dir), dtype=torch.float32, local_files_only=True, trust_remote_code=False,
-            attn_implementation="eager",
+            attn_implementation="sdpa",
         ).eval()
 
     def logits(self, ids) -> np.ndarray:

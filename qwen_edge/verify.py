@@ -42,7 +42,7 @@ class ParityReport:
     kl_divergence_max: float
 
     def to_dict(self) -> dict:
-        return {k: (round(v, 8) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+        return asdict(self)
 
 
 def compare_logits(candidate: LogitsFn, reference: LogitsFn, sequences: Iterable[np.ndarray]) -> ParityReport:

@@ -47,6 +47,8 @@ def make_hf_checkpoint(directory: Path, config: dict, *, seed: int = 0, dtype: s
                 p.normal_(1.0, 0.1)
             elif "embed_tokens" in name:
                 p.normal_(0.0, 0.5)
+            elif p.ndim == 2:  # the default 0.02 init gives near-flat logits that hide errors
+                p.normal_(0.0, p.shape[1] ** -0.5)
     model = model.to(getattr(torch, dtype))
     kwargs = {"max_shard_size": max_shard_size} if max_shard_size else {}
     model.save_pretrained(directory, safe_serialization=True, **kwargs)

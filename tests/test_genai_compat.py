@@ -31,3 +31,19 @@ def test_int4_bundle_runs_in_onnxruntime_genai_with_same_greedy_tokens(arch, bun
     theirs = genai_greedy(bundle, prompt, 32)
     # genai stops on eos too; compare up to the shorter one and require our stop to be its stop.
     assert theirs[:len(ours)] == ours
+
+
+@pytest.mark.slow
+def test_trained_int4_bundle_same_64_greedy_tokens_in_genai_and_ours(trained_model, tmp_path):
+    from qwen_edge.build import BuildRequest, build
+    from qwen_edge.precision import Precision
+    from qwen_edge.runtime import load
+
+    bundle = tmp_path / "int4"
+    build(BuildRequest(trained_model, bundle, Precision.preset("int4")))
+    gen = load(bundle)
+    prompt = gen.model.encode("import os\nimport sys\n\n\ndef parse_args(argv):\n    \"\"\"Parse the command line.\"\"\"\n")
+    ours = gen.generate(prompt, max_new_tokens=64, stop_token_ids=()).token_ids
+    theirs = genai_greedy(bundle, prompt, 64)
+    assert len(ours) == 64
+    assert theirs == ours
