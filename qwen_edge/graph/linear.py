@@ -70,7 +70,7 @@ class LinearFactory:
                       K=k, N=n, bits=bq.spec.bits, block_size=bq.spec.block_size,
                       accuracy_level=self.precision.accuracy_level)
             if not shared_storage:
-                self.stats.add(fmt, n * k, bq.nbytes())
+                self.stats.add(fmt, n * k, bq.nbytes(self.float_dtype))
         if bias is not None:
             b = g.weight(f"{scope}/bias", bias.astype(self.float_dtype))
             y = g.one("Add", [y, b], f"{scope}/Add")
@@ -90,7 +90,7 @@ class LinearFactory:
                   g.weight(f"{scope}/weight.scales", tensors["scales"])]
         if "zero_points" in tensors:
             inputs.append(g.weight(f"{scope}/weight.zero_points", tensors["zero_points"]))
-        self.stats.add(fmt, table.size, bq.nbytes())
+        self.stats.add(fmt, table.size, bq.nbytes(self.float_dtype))
         return g.one("GatherBlockQuantized", inputs, f"{scope}/GatherBlockQuantized", domain=MS_DOMAIN,
                      gather_axis=0, quantize_axis=1, block_size=bq.spec.block_size, bits=bq.spec.bits)
 

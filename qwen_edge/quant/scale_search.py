@@ -1,0 +1,261 @@
+"""Per-block scale / zero-point kernels: round-to-nearest and an error-minimising search.
+
+Every kernel takes a chunk of blocks *transposed*, ``x`` float32 ``[block_size, blocks]``
+(one column per block: reductions over axis 0 and per-block broadcasts then run on contiguous
+rows, several times faster in numpy than over a short last axis), and returns ``(codes uint8
+[block_size, blocks], scales float32 [blocks], zero_points uint8 [blocks] or None)``. A value is represented as
+``(code - zero_point) * scale`` with ``code`` in ``0 .. 2**bits - 1``; the symmetric kernels use
+the fixed zero point ``2**(bits-1)`` and return None for it.
+
+``weight`` is None (every element counts the same) or float32 like ``x``, non-negative with
+maximum 1: the per-input-channel importance, 0 on the padding past K.
+
+Numerics. The search works in units of the round-to-nearest scale ``s0``, so elements are at
+most ``2**bits`` in magnitude whatever the weights' range, and keeps everything in float32.
+At 4 bits a candidate's error is ``sum(w x^2) - sum(w x q)^2 / sum(w q^2)``; at 8 bits that
+difference would cancel catastrophically in float32, so it is computed from the rounding
+residual ``e = x*f - q`` instead (``|e| <= 1/2``), at the price of one more pass per candidate.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# A block whose round-to-nearest scale is below this is stored as all zeros (scale 0): its
+# largest element is < 2**8 * 1e-37, near float32's smallest normal number (fp16 cannot even
+# hold it), and the reciprocal of any larger scale stays finite in float32.
+_TINY_SCALE = 1e-37
+
+# Candidate stretches of the code range, as codes added at the block's extreme: the candidate
+# inverse scale is f = (range + delta) / range times the rtn one. delta > 0 clips the extremes
+# to get finer steps, delta < 0 widens the steps. On Gaussian and Student-t(3) blocks (4 and 8
+# bits, blocks of 32 and 128) these eleven keep all but ~0.5% of the gain of llama.cpp's
+# 21-step grids. delta = 0 (the rtn codes) must come first.
+DELTAS = (0.0, -2.0, -1.6, -1.2, -0.8, -0.4, 0.4, 0.8, 1.2, 1.6, 2.0)
+
+
+def _dot(a: np.ndarray, b: np.ndarray, weight: np.ndarray | None) -> np.ndarray:
+    """sum over each block of weight * a * b: float32 [blocks]."""
+    if weight is None:
+        return np.einsum("bk,bk->k", a, b)
+    return np.einsum("bk,bk,bk->k", a, b, weight)
+
+
+def _total(a: np.ndarray, weight: np.ndarray | None) -> np.ndarray:
+    """sum over each block of weight * a: float32 [blocks]."""
+    if weight is None:
+        return a.sum(axis=0)
+    return np.einsum("bk,bk->k", a, weight)
+
+
+def _safe_div(num: np.ndarray, den: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """num / den where den > 0 (else 0), and that mask."""
+    ok = den > 0
+    return np.where(ok, num, 0) / np.where(ok, den, 1), ok
+
+
+def _block_min_max(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-block min and max as float64."""
+    return x.min(axis=0).astype(np.float64), x.max(axis=0).astype(np.float64)
+
+
+def _safe_reciprocal(s: np.ndarray) -> np.ndarray:
+    """1 / s as float32, 0 where |s| is below _TINY_SCALE (all-zero blocks)."""
+    s = np.asarray(s, dtype=np.float64)
+    out = np.zeros_like(s)
+    np.divide(1.0, s, out=out, where=np.abs(s) >= _TINY_SCALE)
+    return out.astype(np.float32)
+
+
+def _round(x: np.ndarray, inv_scale: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """out = round(x * inv_scale), inv_scale per block."""
+    np.multiply(x, inv_scale, out=out)
+    return np.rint(out, out=out)
+
+
+# ----------------------------------------------------------------------------------- symmetric
+
+
+def _rtn_symmetric_scale(x: np.ndarray, bits: int) -> np.ndarray:
+    """llama.cpp Q4_0 style: the signed largest-magnitude element maps to code 0, i.e. to
+    -2**(bits-1) times the scale, so the whole range -2**(bits-1) .. 2**(bits-1)-1 is used; the
+    scale is negative when that element is positive. float64 [blocks]."""
+    lo, hi = _block_min_max(x)
+    m = np.where(-lo > hi, lo, hi)
+    s = m / -(1 << (bits - 1))
+    s[np.abs(s) < _TINY_SCALE] = 0.0
+    return s
+
+
+def rtn_symmetric(x: np.ndarray, bits: int, weight: np.ndarray | None = None):
+    half = 1 << (bits - 1)
+    s = _rtn_symmetric_scale(x, bits)
+    q = _round(x, _safe_reciprocal(s), np.empty_like(x))
+    np.clip(q, -half, half - 1, out=q)
+    q += half
+    return q.astype(np.uint8), s.astype(np.float32), None
+
+
+def search_symmetric(x: np.ndarray, bits: int, weight: np.ndarray | None = None):
+    """Grid search of the scale around amax / 2**(bits-1) (llama.cpp make_qx_quants): each
+    candidate's codes get a weighted least-squares scale and the least weighted squared error
+    wins; then the codes are re-rounded, the scale refit and the codes re-rounded once more.
+    Candidate 0 is rtn and every step can only lower the error; a final guard keeps rtn in any
+    block where float32 rounding made that untrue, so the result is never worse than rtn."""
+    half = 1 << (bits - 1)
+    lo_code, hi_code = -half, half - 1
+    s0 = _rtn_symmetric_scale(x, bits)
+    xn = x * _safe_reciprocal(s0)  # the largest element -> -half
+    xw = xn if weight is None else xn * weight
+    residual_form = bits > 4
+    sxx = None if residual_form else _dot(xn, xw, None)
+    best_err = np.full(s0.shape, np.inf, np.float32)
+    best_a = np.ones(s0.shape, np.float32)
+    t = np.empty_like(xn)
+    q = np.empty_like(xn)
+    for delta in DELTAS:
+        f = np.float32((half + delta) / half)
+        np.multiply(xn, f, out=t)
+        np.rint(t, out=q)
+        np.clip(q, lo_code, hi_code, out=q)
+        sqq = _dot(q, q, weight)
+        if residual_form:  # x*f = q + e
+            t -= q
+            seq = _dot(t, q, weight)
+            ratio, ok = _safe_div(seq, sqq)
+            err = (_dot(t, t, weight) - ratio * seq) / (f * f)
+            a = (1 + ratio) / f
+        else:
+            sxq = _dot(xw, q, None)
+            a, ok = _safe_div(sxq, sqq)
+            err = sxx - a * sxq
+        better = ok & (err < best_err)
+        best_err = np.where(better, err, best_err)
+        best_a = np.where(better, a, best_a)
+    for final in (False, True):
+        _round(xn, _safe_reciprocal(best_a), q)
+        np.clip(q, lo_code, hi_code, out=q)
+        if final:
+            break
+        a, ok = _safe_div(_dot(xw, q, None), _dot(q, q, weight))
+        best_a = np.where(ok, a, best_a)
+    # Guard: the candidate errors above can lose their last digits to float32 rounding where
+    # a block is nearly constant, so compare the result's actual error with rtn's directly.
+    np.multiply(q, best_a, out=t)
+    np.subtract(xn, t, out=t)
+    err = _dot(t, t, weight)
+    q0 = np.rint(xn)
+    np.clip(q0, lo_code, hi_code, out=q0)
+    np.subtract(xn, q0, out=t)
+    worse = err > _dot(t, t, weight)
+    np.copyto(q, q0, where=worse)
+    best_a = np.where(worse, np.float32(1), best_a)
+    q += half
+    return q.astype(np.uint8), (best_a * s0).astype(np.float32), None
+
+
+# ---------------------------------------------------------------------------------- asymmetric
+
+
+def _rtn_asymmetric_params(x: np.ndarray, bits: int):
+    """Range [min(lo, 0), max(hi, 0)] in 2**bits - 1 steps with an integer zero point (so that
+    0 is exact). Returns float64 scale, zero point and range minimum, each [blocks]."""
+    qmax = (1 << bits) - 1
+    lo, hi = _block_min_max(x)
+    lo = np.minimum(lo, 0.0)
+    hi = np.maximum(hi, 0.0)
+    s = (hi - lo) / qmax
+    s[s < _TINY_SCALE] = 0.0
+    z = np.clip(np.rint(-lo * _safe_reciprocal(s)), 0, qmax)
+    return s, z, lo
+
+
+def rtn_asymmetric(x: np.ndarray, bits: int, weight: np.ndarray | None = None):
+    qmax = (1 << bits) - 1
+    s, z, _ = _rtn_asymmetric_params(x, bits)
+    q = _round(x, _safe_reciprocal(s), np.empty_like(x))
+    q += z.astype(np.float32)
+    np.clip(q, 0, qmax, out=q)
+    return q.astype(np.uint8), s.astype(np.float32), z.astype(np.uint8)
+
+
+def search_asymmetric(x: np.ndarray, bits: int, weight: np.ndarray | None = None):
+    """make_qkx2_quants-style search with an integer zero point: for each candidate inverse
+    scale the zero point and the codes are rounded, the scale is refit by weighted least
+    squares on those codes and the least weighted squared error wins; then re-round, refit the
+    scale (zero point kept) and re-round. Candidate 0 is rtn, every step can only lower the
+    error, and a final guard keeps rtn wherever float32 rounding made that untrue. (Refitting
+    the zero point by least squares as well was measured to gain nothing once it has to be
+    rounded to an integer again.)"""
+    qmax = (1 << bits) - 1
+    s0, z0, lo = _rtn_asymmetric_params(x, bits)
+    inv0 = _safe_reciprocal(s0)
+    xn = x * inv0  # range width qmax
+    lo_n = lo * inv0  # in [-qmax, 0]
+    xw = xn if weight is None else xn * weight
+    sw = np.float32(x.shape[0]) if weight is None else weight.sum(axis=0)
+    residual_form = bits > 4
+    sx = _total(xn, weight)
+    sxx = None if residual_form else _dot(xn, xw, None)
+    best_err = np.full(s0.shape, np.inf, np.float32)
+    best_a = np.ones(s0.shape, np.float32)
+    best_z = z0.astype(np.float32)
+    t = np.empty_like(xn)
+    q = np.empty_like(xn)
+    for delta in DELTAS:
+        f = np.float32((qmax + delta) / qmax)
+        zc = np.clip(np.rint(-lo_n * f), 0, qmax).astype(np.float32)
+        np.multiply(xn, f, out=t)
+        t += zc
+        np.rint(t, out=q)
+        np.clip(q, 0, qmax, out=q)
+        sq = _total(q, weight)
+        suu = _dot(q, q, weight) - zc * (2 * sq - zc * sw)  # sum of w (q - zc)^2
+        if residual_form:  # x*f = (q - zc) + e
+            t -= q
+            seu = _dot(t, q, weight) - zc * _total(t, weight)
+            ratio, ok = _safe_div(seu, suu)
+            err = (_dot(t, t, weight) - ratio * seu) / (f * f)
+            a = (1 + ratio) / f
+        else:
+            sxu = _dot(xw, q, None) - zc * sx
+            a, ok = _safe_div(sxu, suu)
+            err = sxx - a * sxu
+        better = ok & (err < best_err)
+        best_err = np.where(better, err, best_err)
+        best_a = np.where(better, a, best_a)
+        best_z = np.where(better, zc, best_z)
+    for final in (False, True):
+        _round(xn, _safe_reciprocal(best_a), q)
+        q += best_z
+        np.clip(q, 0, qmax, out=q)
+        if final:
+            break
+        sq = _total(q, weight)
+        suu = _dot(q, q, weight) - best_z * (2 * sq - best_z * sw)
+        a, ok = _safe_div(_dot(xw, q, None) - best_z * sx, suu)
+        best_a = np.where(ok, a, best_a)
+    # Guard (see search_symmetric): keep rtn where the result is not actually better.
+    np.subtract(q, best_z, out=t)
+    t *= best_a
+    np.subtract(xn, t, out=t)
+    err = _dot(t, t, weight)
+    z0 = z0.astype(np.float32)
+    q0 = np.rint(xn)
+    q0 += z0
+    np.clip(q0, 0, qmax, out=q0)
+    np.subtract(q0, z0, out=t)
+    np.subtract(xn, t, out=t)
+    worse = err > _dot(t, t, weight)
+    np.copyto(q, q0, where=worse)
+    best_a = np.where(worse, np.float32(1), best_a)
+    best_z = np.where(worse, z0, best_z)
+    return q.astype(np.uint8), (best_a * s0).astype(np.float32), best_z.astype(np.uint8)
+
+
+KERNELS = {
+    ("rtn", True): rtn_symmetric,
+    ("rtn", False): rtn_asymmetric,
+    ("search", True): search_symmetric,
+    ("search", False): search_asymmetric,
+}
