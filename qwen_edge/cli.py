@@ -108,10 +108,10 @@ def _sampling(args: argparse.Namespace):
 
 def cmd_run(args: argparse.Namespace) -> int:
     gen = _generator(args)
+    if args.chat == "":
+        return _interactive_chat(gen, args)
     if args.chat is not None:
-        messages = [{"role": "user", "content": args.chat}]
-        extra = json.loads(args.template_vars) if args.template_vars else {}
-        prompt = gen.render_chat(messages, **extra)
+        prompt = gen.render_chat([{"role": "user", "content": args.chat}], **_template_vars(args))
     else:
         prompt = args.prompt
     g = gen.start(prompt, max_new_tokens=args.max_new_tokens, sampling=_sampling(args))
@@ -129,6 +129,43 @@ def cmd_run(args: argparse.Namespace) -> int:
             sys.stderr.write(f"[{s.prompt_tokens} prompt tokens, {s.new_tokens} new, TTFT {s.time_to_first_token_s * 1e3:.1f} ms, "
                              f"{s.decode_tokens_per_s:.1f} tok/s, stop: {s.finish_reason}]\n")
     return 0
+
+
+def _template_vars(args: argparse.Namespace) -> dict:
+    from .errors import ConfigError
+
+    if not args.template_vars:
+        return {}
+    try:
+        value = json.loads(args.template_vars)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"--template-vars: not valid JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise ConfigError("--template-vars: must be a JSON object")
+    return value
+
+
+def _interactive_chat(gen, args: argparse.Namespace) -> int:
+    """A conversation on stdin/stdout: one user turn per line, history kept, empty line or EOF ends."""
+    messages: list[dict] = []
+    extra = _template_vars(args)
+    while True:
+        if sys.stdin.isatty():
+            sys.stderr.write("you> ")
+            sys.stderr.flush()
+        line = sys.stdin.readline()
+        if not line or not line.strip():
+            return 0
+        messages.append({"role": "user", "content": line.rstrip("\n")})
+        g = gen.start(gen.render_chat(messages, **extra), max_new_tokens=args.max_new_tokens,
+                      sampling=_sampling(args))
+        reply = []
+        for piece in g:
+            reply.append(piece)
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+        sys.stdout.write("\n")
+        messages.append({"role": "assistant", "content": "".join(reply)})
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -244,7 +281,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("bundle")
     g = r.add_mutually_exclusive_group(required=True)
     g.add_argument("--prompt")
-    g.add_argument("--chat", help="one user message, rendered with the bundle's chat template")
+    g.add_argument("--chat", nargs="?", const="", metavar="MESSAGE",
+                   help="chat with the bundle's template: one MESSAGE, or without one, a conversation on stdin")
     r.add_argument("--template-vars", help='JSON object of extra chat template variables, e.g. {"enable_thinking": false}')
     r.add_argument("--max-new-tokens", type=int, default=128)
     r.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")

@@ -81,3 +81,29 @@ class _nothing:
 
     def __exit__(self, *exc):
         return False
+
+
+def test_interactive_chat_keeps_history(bundles, capsys, monkeypatch):
+    import io
+
+    from qwen_edge.runtime import Generator
+
+    seen = []
+    render = Generator.render_chat
+
+    def recording(self, messages, **kwargs):
+        seen.append(([m["role"] for m in messages], kwargs))
+        return render(self, messages, **kwargs)
+
+    monkeypatch.setattr(Generator, "render_chat", recording)
+    monkeypatch.setattr("sys.stdin", io.StringIO("hello\nand again\n\n"))
+    code, stdout, _ = _run(capsys, "run", str(bundles("qwen2", "fp32")), "--chat", "--max-new-tokens", "3", "-q",
+                           "--template-vars", '{"enable_thinking": false}')
+    assert code == 0 and stdout
+    assert seen == [(["user"], {"enable_thinking": False}),
+                    (["user", "assistant", "user"], {"enable_thinking": False})]
+
+
+def test_template_vars_must_be_a_json_object(bundles, capsys):
+    code, _, err = _run(capsys, "run", str(bundles("qwen2", "fp32")), "--chat", "hi", "--template-vars", "[1]")
+    assert code == 2 and "--template-vars" in err

@@ -223,6 +223,14 @@ class ArchAdapter:
     def spec(self, config: dict, architecture: str) -> ArchSpec:
         raise NotImplementedError
 
+    def mlp(self, builder, i: int, x: str, tensors: dict) -> str:
+        """Emit layer i's feed-forward block on `x` and return its output value name.
+
+        The one graph hook an architecture may override (mixture-of-experts layers do); it may
+        read further tensors lazily through `builder.ckpt`.
+        """
+        return builder.dense_mlp(i, x, tensors)
+
     def layer_tensor_names(self, spec: ArchSpec, i: int) -> dict[str, str]:
         table = dict(self.LAYER_TENSORS)
         if spec.attention_bias:

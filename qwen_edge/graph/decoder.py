@@ -129,7 +129,8 @@ class DecoderBuilder:
         )[0]
         return self.lin.linear(out, t["o_proj"], f"{scope}/o_proj", self.precision.weights)
 
-    def _mlp(self, i: int, x: str, t: dict[str, np.ndarray]) -> str:
+    def dense_mlp(self, i: int, x: str, t: dict[str, np.ndarray]) -> str:
+        """SwiGLU MLP with gate and up fused into one projection (the adapters' default)."""
         g, m = self.g, self.spec.intermediate_size
         scope = f"/model/layers.{i}/mlp"
         gate_up = self.lin.linear(x, np.concatenate([t["gate_proj"], t["up_proj"]], axis=0),
@@ -220,7 +221,7 @@ class DecoderBuilder:
             attn = self._attention(i, x, t, seqlens, total_len, cos, sin)
             x, residual = self._skip_norm(attn, residual, t["post_attention_norm"],
                                           f"/model/layers.{i}/post_attention_layernorm")
-            pending = self._mlp(i, x, t)
+            pending = self.adapter.mlp(self, i, x, t)
             del t
 
         self.progress("lm_head", n_layers + 1, n_layers + 2)
