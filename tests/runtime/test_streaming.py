@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
@@ -206,11 +206,14 @@ def test_work_per_token_is_bounded(byte_bpe):
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(text=st.text(max_size=60))
+@example(text="<|im_end|>")  # special-token text encodes to the special id, which decoding skips
 def test_random_text_byte_level(byte_bpe, text):
     ids = byte_bpe.encode(text).ids
     pieces = stream(byte_bpe, ids)
     check_pieces(byte_bpe, ids, pieces)
-    assert "".join(pieces) == text
+    specials = [t.content for t in byte_bpe.get_added_tokens_decoder().values() if t.special]
+    if not any(s in text for s in specials):
+        assert "".join(pieces) == text
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
