@@ -10,6 +10,7 @@ copied out, so reading one tensor never touches another's bytes. Every failure i
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import struct
 from dataclasses import dataclass
@@ -103,6 +104,7 @@ class SafetensorsFile:
         self._infos = infos
         self._names = sorted(infos)
         self._mm: np.ndarray | None = None
+        self._mmap: mmap.mmap | None = None
         self._closed = False
 
     # ----------------------------------------------------------------------------- opening
@@ -257,8 +259,9 @@ class SafetensorsFile:
                                   f"({self._size} -> {now} bytes)")
         if self._mm is None:
             try:
-                # A plain ndarray view of the map, so that astype() results are plain arrays too.
-                self._mm = np.memmap(self.path, dtype=np.uint8, mode="r", shape=(self._size,)).view(np.ndarray)
+                with open(self.path, "rb") as f:
+                    self._mmap = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+                self._mm = np.frombuffer(self._mmap, dtype=np.uint8)
             except (OSError, ValueError) as exc:
                 raise CheckpointError(f"{_clean(self.path.name)}: cannot memory-map ({exc})") from None
         return self._mm
@@ -288,14 +291,18 @@ class SafetensorsFile:
         try:
             with np.errstate(over="ignore", invalid="ignore"):  # narrowing overflow is reported below
                 if info.dtype == "BF16":
-                    out = (raw.astype(np.uint32) << 16).view(np.float32)
+                    out = raw.astype(np.uint32)
+                    out <<= 16  # in place: no second full-size temporary
+                    out = out.view(np.float32)
                     if target != np.float32:
                         out = out.astype(target)
                 else:
                     out = raw.astype(target)  # astype always copies out of the map
         except MemoryError:
             raise CheckpointError(f"{t}: {info.nbytes} bytes do not fit in memory") from None
-        if info.dtype in FLOAT_DTYPES:
+        finally:
+            self._release(info.start, info.end)
+        if info.dtype in FLOAT_DTYPES and out.size and not _all_finite(out):
             finite = np.isfinite(out)
             if not finite.all():
                 bad = int(finite.size - np.count_nonzero(finite))
@@ -308,9 +315,28 @@ class SafetensorsFile:
                 raise CheckpointError(f"{t}: {bad} value(s) overflow when converted from {info.dtype} to {target}")
         return out
 
+    def _release(self, start: int, end: int) -> None:
+        """Drop the mapped pages of a tensor once it is copied out, so that streaming a large
+        checkpoint does not leave the whole file resident (and counted) in this process."""
+        if self._mmap is None or not hasattr(mmap, "MADV_DONTNEED"):
+            return
+        lo = start - start % mmap.PAGESIZE
+        hi = min(end, self._size)
+        if hi > lo:
+            try:
+                self._mmap.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
+            except (OSError, ValueError):
+                pass  # advice only: reading stays correct without it
+
     # ----------------------------------------------------------------------------- lifetime
     def close(self) -> None:
-        self._mm = None  # numpy unmaps when the last reference goes; read() never hands out views
+        self._mm = None  # read() never hands out views of the map
+        if self._mmap is not None:
+            try:
+                self._mmap.close()
+            except BufferError:  # an exported view is still alive somewhere; the GC unmaps it later
+                pass
+            self._mmap = None
         self._closed = True
 
     def __enter__(self) -> "SafetensorsFile":
@@ -321,3 +347,9 @@ class SafetensorsFile:
 
     def __repr__(self) -> str:
         return f"SafetensorsFile({str(self.path)!r}, tensors={len(self._infos)})"
+
+
+def _all_finite(values: np.ndarray) -> bool:
+    """True when no element is NaN or Inf, without a full-size boolean temporary: the extremes are
+    NaN or infinite exactly when some element is."""
+    return bool(np.isfinite(values.max()) and np.isfinite(values.min()))
