@@ -19,6 +19,7 @@ from .genai_config import genai_config
 from .graph.builder import GraphBuilder
 from .graph.decoder import DecoderBuilder, DecoderOptions, io_names
 from .graph.writer import ExternalDataWriter, save_model
+from .limits import check_build_budget
 from .manifest import SCHEMA_VERSION
 from .precision import Precision
 from .targets import get_target
@@ -60,6 +61,8 @@ def build(request: BuildRequest, progress: Progress | None = None) -> dict[str, 
         adapter = adapter_for(ckpt.architecture)
         spec = adapter.spec(ckpt.config, ckpt.architecture)
         context = request.options.context_length(spec)
+        check_build_budget(spec, context, 2 if request.precision.dtype == "fp16" else 4,
+                           context_from_user=request.options.max_positions is not None)
         with staged_output(request.output) as stage:
             writer = ExternalDataWriter(stage / DATA_FILE)
             try:

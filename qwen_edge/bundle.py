@@ -34,10 +34,17 @@ def staged_output(output: Path) -> Iterator[Path]:
     if _in_main_thread():
         previous_term = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-        yield stage
-        _replace_dir(stage, output)
+        try:
+            yield stage
+            with _signals_deferred():
+                _replace_dir(stage, output)
+        except OSError as exc:  # a full disk, a read-only directory...: one line, not a traceback
+            reason = exc.strerror or str(exc) or type(exc).__name__
+            where = f"{Path(exc.filename).name}: " if getattr(exc, "filename", None) else ""
+            raise BundleError(f"{output}: cannot write the bundle ({where}{reason})") from exc
     except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
+        with _signals_deferred():
+            shutil.rmtree(stage, ignore_errors=True)
         raise
     finally:
         if previous_term is not None:
@@ -48,6 +55,24 @@ def _in_main_thread() -> bool:
     import threading
 
     return threading.current_thread() is threading.main_thread()
+
+
+_DEFERRED_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Hold SIGINT/SIGTERM while the output is swapped or the stage removed, so that an
+    interruption cannot land between the two renames or leave half a staging directory;
+    a held signal is delivered (and raises) as soon as the block ends."""
+    if not _in_main_thread() or not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _DEFERRED_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _raise_interrupt(signum, frame):  # pragma: no cover - exercised by the interruption test
