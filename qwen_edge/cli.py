@@ -16,6 +16,7 @@ from typing import Any
 from .errors import QwenEdgeError
 
 EXIT_INTERRUPTED = 130
+EXIT_PIPELINE_FAILED = 7
 
 
 class Progress:
@@ -248,6 +249,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0 if report["passed"] else 6
 
 
+def cmd_pipeline(args: argparse.Namespace) -> int:
+    from .pipeline import load_pipeline, run_pipeline
+
+    config = load_pipeline(Path(args.pipeline))
+    progress = Progress(not (args.quiet or args.json))
+    report = run_pipeline(config, progress)
+    lines = [f"{c['checkpoint']} x {c['target']}: {c['status']}"
+             + (f" ({c['seconds']:.1f}s)" if c["passed"] else f" FAILED: {c['error']}") for c in report["cells"]]
+    s = report["summary"]
+    lines.append(f"{s['cells_passed']}/{s['cells']} passed ({s['built']} built, {s['copied-from-cache']} from cache, "
+                 f"{s['up-to-date']} up to date) in {report['seconds']:.1f}s; report {config.report}, "
+                 f"JUnit {config.junit}")
+    _emit(args, report, "\n".join(lines))
+    return 0 if report["passed"] else EXIT_PIPELINE_FAILED
+
+
 # Parser ------------------------------------------------------------------------------------
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="qwen-edge", description="Qwen checkpoints to verified edge bundles")
@@ -321,6 +338,11 @@ def _parser() -> argparse.ArgumentParser:
     i.add_argument("bundle")
     common(i)
     i.set_defaults(func=cmd_inspect)
+
+    pl = sub.add_parser("pipeline", help="build a checkpoints x targets matrix from a PIPELINE.toml, with a cache")
+    pl.add_argument("pipeline")
+    common(pl)
+    pl.set_defaults(func=cmd_pipeline)
 
     d = sub.add_parser("demo", help="make a tiny Qwen checkpoint, build it, run it, verify it")
     d.add_argument("--workdir", help="keep the demo's files here (default: a temporary directory)")
