@@ -265,6 +265,22 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
     return 0 if report["passed"] else EXIT_PIPELINE_FAILED
 
 
+def cmd_package(args: argparse.Namespace) -> int:
+    from .archive import package
+
+    archives = package(Path(args.bundle), Path(args.output))
+    _emit(args, {"archives": [str(a) for a in archives]}, "\n".join(str(a) for a in archives))
+    return 0
+
+
+def cmd_unpack(args: argparse.Namespace) -> int:
+    from .archive import unpack
+
+    bundle = unpack(Path(args.archive), Path(args.output))
+    _emit(args, {"bundle": str(bundle), "intact": True}, f"{bundle} (integrity checked)")
+    return 0
+
+
 # Parser ------------------------------------------------------------------------------------
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="qwen-edge", description="Qwen checkpoints to verified edge bundles")
@@ -343,6 +359,18 @@ def _parser() -> argparse.ArgumentParser:
     pl.add_argument("pipeline")
     common(pl)
     pl.set_defaults(func=cmd_pipeline)
+
+    pk = sub.add_parser("package", help="one reproducible .tar.gz per bundle (a bundle or a directory of them)")
+    pk.add_argument("bundle")
+    pk.add_argument("-o", "--output", default=".", help="directory for the archives (default: .)")
+    common(pk)
+    pk.set_defaults(func=cmd_package)
+
+    up = sub.add_parser("unpack", help="safely extract a bundle archive and check its integrity")
+    up.add_argument("archive")
+    up.add_argument("-o", "--output", required=True, help="destination directory (replaced atomically)")
+    common(up)
+    up.set_defaults(func=cmd_unpack)
 
     d = sub.add_parser("demo", help="make a tiny Qwen checkpoint, build it, run it, verify it")
     d.add_argument("--workdir", help="keep the demo's files here (default: a temporary directory)")
