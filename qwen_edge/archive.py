@@ -122,7 +122,8 @@ def package_bundle(bundle: Path, out_dir: Path) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / archive_name(bundle, manifest)
     tmp = out_dir / f".{target.name}.partial-{os.getpid()}"
-    files = sorted([*manifest["files"], manifest_mod.MANIFEST_NAME])
+    signed = (bundle / manifest_mod.SIGNATURE_NAME).is_file()
+    files = sorted([*manifest["files"], manifest_mod.MANIFEST_NAME] + ([manifest_mod.SIGNATURE_NAME] if signed else []))
     dirs = sorted({posixpath.dirname(f) for f in files} - {""})
     try:
         with open(tmp, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0,

@@ -95,7 +95,8 @@ def cmd_build(args: argparse.Namespace) -> int:
 def _generator(args: argparse.Namespace):
     from .runtime import Generator, Model, RuntimeOptions
 
-    model = Model(args.bundle, RuntimeOptions(intra_op_threads=args.threads, verify_integrity=args.check_integrity))
+    model = Model(args.bundle, RuntimeOptions(intra_op_threads=args.threads, verify_integrity=args.check_integrity,
+                                              verify_signature=getattr(args, "public_key", None)))
     return Generator(model)
 
 
@@ -172,6 +173,13 @@ def _interactive_chat(gen, args: argparse.Namespace) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     from . import manifest as manifest_mod
 
+    if args.public_key:
+        from .signing import verify_bundle_signature
+
+        verify_bundle_signature(Path(args.bundle), args.public_key)
+        if not args.reference:
+            _emit(args, {"bundle": args.bundle, "intact": True, "signed": True}, "signature valid; intact")
+            return 0
     if args.integrity:
         problems = manifest_mod.check_integrity(Path(args.bundle))
         _emit(args, {"bundle": args.bundle, "intact": not problems, "problems": problems},
@@ -265,6 +273,22 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
     return 0 if report["passed"] else EXIT_PIPELINE_FAILED
 
 
+def cmd_keygen(args: argparse.Namespace) -> int:
+    from .signing import write_keypair
+
+    private, public = write_keypair(Path(args.output))
+    _emit(args, {"private_key": str(private), "public_key": str(public)}, f"wrote {private} and {public}")
+    return 0
+
+
+def cmd_sign(args: argparse.Namespace) -> int:
+    from .signing import sign_bundle
+
+    path = sign_bundle(Path(args.bundle), args.key)
+    _emit(args, {"signature": str(path)}, f"signed: {path}")
+    return 0
+
+
 def cmd_package(args: argparse.Namespace) -> int:
     from .archive import package
 
@@ -294,6 +318,7 @@ def _parser() -> argparse.ArgumentParser:
     def runtime_opts(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--threads", type=int, default=None, help="intra-op threads (default: the bundle's setting)")
         sp.add_argument("--check-integrity", action="store_true", help="check file hashes before loading")
+        sp.add_argument("--public-key", help="require a valid Ed25519 signature by this key (PEM file) before loading")
 
     b = sub.add_parser("build", help="build a bundle from a Hugging Face checkpoint directory")
     b.add_argument("checkpoint")
@@ -332,6 +357,7 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--reference", help="the checkpoint directory the bundle was built from")
     v.add_argument("--reference-kind", choices=["auto", "transformers", "numpy"], default="auto")
     v.add_argument("--integrity", action="store_true", help="only check every file's sha256 against the manifest")
+    v.add_argument("--public-key", help="check the manifest's Ed25519 signature by this key (PEM file), then every file")
     v.add_argument("--text", help="a text file for perplexity")
     v.add_argument("--context", type=int, default=1024)
     v.add_argument("--max-tokens", type=int, default=65536)
@@ -359,6 +385,17 @@ def _parser() -> argparse.ArgumentParser:
     pl.add_argument("pipeline")
     common(pl)
     pl.set_defaults(func=cmd_pipeline)
+
+    kg = sub.add_parser("keygen", help="make an Ed25519 key pair for signing bundles (needs qwen-edge[sign])")
+    kg.add_argument("-o", "--output", required=True, help="directory for private.pem and public.pem")
+    common(kg)
+    kg.set_defaults(func=cmd_keygen)
+
+    sg = sub.add_parser("sign", help="sign a bundle's manifest with an Ed25519 private key (manifest.sig)")
+    sg.add_argument("bundle")
+    sg.add_argument("--key", required=True, help="private key PEM file")
+    common(sg)
+    sg.set_defaults(func=cmd_sign)
 
     pk = sub.add_parser("package", help="one reproducible .tar.gz per bundle (a bundle or a directory of them)")
     pk.add_argument("bundle")

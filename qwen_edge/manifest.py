@@ -14,6 +14,7 @@ from .errors import BundleError
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
+SIGNATURE_NAME = "manifest.sig"  # optional, beside the manifest (see signing.py); not a listed file
 REQUIRED_KEYS = ("schema_version", "tool", "source", "architecture", "precision", "target", "files", "io")
 
 
@@ -63,7 +64,7 @@ def check_integrity(bundle_dir: Path, manifest: dict[str, Any] | None = None) ->
     present = {
         p.relative_to(bundle_dir).as_posix()
         for p in bundle_dir.rglob("*")
-        if (p.is_file() or p.is_symlink()) and p.name != MANIFEST_NAME
+        if (p.is_file() or p.is_symlink()) and p.relative_to(bundle_dir).as_posix() not in (MANIFEST_NAME, SIGNATURE_NAME)
     }
     for name in sorted(set(listed) - present):
         problems.append(f"{name}: listed in the manifest but missing")

@@ -160,3 +160,29 @@ def test_pipeline_file_is_closed_and_validated(tmp_path, checkpoints, edit, culp
     with pytest.raises(ConfigError, match="PIPELINE.toml") as err:
         load_pipeline(path)
     assert culprit in str(err.value)
+
+
+def test_a_changed_weight_rebuilds_only_that_checkpoint_even_with_the_same_size_and_mtime(tmp_path, checkpoints):
+    import os
+    import shutil
+
+    from qwen_edge.checkpoint import Checkpoint
+
+    own = tmp_path / "own"
+    shutil.copytree(checkpoints, own)
+    path = tmp_path / "PIPELINE.toml"
+    path.write_text(PIPELINE.format(block=32).replace('"ckpts/', '"own/'))
+    first = run_pipeline(load_pipeline(path))
+    inputs = json.loads((tmp_path / "cache" / "builds" / f"{first['cells'][0]['key']}.inputs.json").read_text())
+    with Checkpoint.open(own / "q2") as ckpt:
+        assert inputs["source"] == ckpt.source_fingerprint()
+
+    weights = own / "q2" / "model.safetensors"
+    st = weights.stat()
+    data = bytearray(weights.read_bytes())
+    data[-3] ^= 0x01  # a low mantissa bit of the last weight: same size, still finite
+    weights.write_bytes(bytes(data))
+    os.utime(weights, ns=(st.st_atime_ns, st.st_mtime_ns))
+    second = run_pipeline(load_pipeline(path))
+    assert _statuses(second) == {("q2", "cpu-fp32"): "built", ("q2", "cpu-int4"): "built",
+                                 ("q3", "cpu-fp32"): "up-to-date", ("q3", "cpu-int4"): "up-to-date"}

@@ -399,6 +399,10 @@ class Checkpoint:
                 return value
         return None
 
+    def source_files(self) -> dict[str, Path]:
+        """The resolved path of every file this checkpoint is made of, by name (what source_fingerprint hashes)."""
+        return dict(sorted(self._files.items()))
+
     def source_fingerprint(self) -> dict[str, Any]:
         """sha256 of every file this checkpoint is made of, keyed by its name in the directory."""
         files = {}

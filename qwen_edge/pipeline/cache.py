@@ -10,7 +10,10 @@ passes, so a damaged entry is rebuilt, never copied.
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
+import os
+import platform
 import shutil
 from pathlib import Path
 from typing import Any
@@ -20,6 +23,60 @@ from ..bundle import staged_output
 
 KEY_SCHEMA = 1
 _PACKAGE_DIR = Path(__file__).resolve().parent.parent
+# Every package that can change a bundle's bytes, on any target (absent ones are recorded as None).
+KEY_PACKAGES = ("qwen-edge", "onnx", "onnxruntime", "numpy", "tokenizers", "onnx-ir", "olive-ai",
+                "onnxruntime-genai", "onnxruntime-qnn", "openvino", "nncf")
+_HASH_CHUNK = 1 << 20
+
+
+def tool_fingerprint() -> dict[str, Any]:
+    versions = {}
+    for name in KEY_PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return {"python": platform.python_version(), "packages": versions, "source_sha256": code_digest()}
+
+
+class FileHashes:
+    """sha256 of files, remembered by (device, inode, size, mtime_ns, ctime_ns) as git's index does:
+    a file whose status is unchanged is not read again. ctime cannot be set by a user, so a rewritten
+    file is always hashed afresh."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        try:
+            self._table = json.loads(self.path.read_text(encoding="utf-8"))
+            if not isinstance(self._table, dict):
+                self._table = {}
+        except (OSError, ValueError):
+            self._table = {}
+        self._dirty = False
+
+    def sha256(self, file: Path) -> str:
+        file = Path(file).resolve()
+        st = file.stat()
+        stamp = [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+        known = self._table.get(str(file))
+        if isinstance(known, dict) and known.get("stat") == stamp and isinstance(known.get("sha256"), str):
+            return known["sha256"]
+        h = hashlib.sha256()
+        with open(file, "rb") as fh:
+            while chunk := fh.read(_HASH_CHUNK):
+                h.update(chunk)
+        self._table[str(file)] = {"stat": stamp, "sha256": h.hexdigest()}
+        self._dirty = True
+        return h.hexdigest()
+
+    def save(self) -> None:
+        if not self._dirty:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(self._table, sort_keys=True), encoding="utf-8")
+        os.replace(tmp, self.path)
+        self._dirty = False
 
 
 def canonical(value: Any) -> str:
@@ -48,6 +105,9 @@ def build_key(fingerprint: dict[str, Any], recipe: dict[str, Any], tool: dict[st
 class BuildCache:
     def __init__(self, root: Path):
         self.root = Path(root)
+
+    def file_hashes(self) -> FileHashes:
+        return FileHashes(self.root / "file_hashes.json")
 
     def bundle_dir(self, key: str) -> Path:
         return self.root / "builds" / key

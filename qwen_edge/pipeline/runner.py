@@ -13,12 +13,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .. import manifest as manifest_mod
-from ..build import BuildRequest, build, tool_versions
 from ..checkpoint import Checkpoint
 from ..errors import BundleError, QwenEdgeError
-from ..graph.decoder import DecoderOptions
 from ..targets import get_target
-from .cache import BuildCache, build_key, code_digest, digest, place, same_manifest
+from .cache import BuildCache, FileHashes, build_key, digest, place, same_manifest, tool_fingerprint
 from .config import CheckpointEntry, PipelineConfig, TargetEntry
 from .junit import write_junit
 
@@ -58,23 +56,25 @@ def _recipe(entry: TargetEntry) -> dict[str, Any]:
     }
 
 
-def _tool() -> dict[str, Any]:
-    return tool_versions() | {"source_sha256": code_digest()}
-
-
 def run_pipeline(config: PipelineConfig, progress: Progress | None = None) -> dict[str, Any]:
     """Run every cell, write the JSON report and JUnit file, and return the report."""
     started = time.perf_counter()
     cache = BuildCache(config.cache)
-    tool = _tool()
+    tool = tool_fingerprint()
+    hashes = cache.file_hashes()
     fingerprints: dict[str, dict[str, Any] | QwenEdgeError] = {}
     cells = []
     total = len(config.checkpoints) * len(config.targets)
-    for ckpt in config.checkpoints:
-        for entry in config.targets:
-            if progress:
-                progress(f"{ckpt.name} x {entry.name}", len(cells), total)
-            cells.append(_run_cell(config, cache, tool, fingerprints, ckpt, entry))
+    try:
+        for ckpt in config.checkpoints:
+            if ckpt.name not in fingerprints:
+                fingerprints[ckpt.name] = _fingerprint(ckpt, hashes)
+            for entry in config.targets:
+                if progress:
+                    progress(f"{ckpt.name} x {entry.name}", len(cells), total)
+                cells.append(_run_cell(config, cache, tool, fingerprints[ckpt.name], ckpt, entry))
+    finally:
+        hashes.save()
     if progress:
         progress("pipeline", total, total)
     report = {
@@ -95,37 +95,42 @@ def run_pipeline(config: PipelineConfig, progress: Progress | None = None) -> di
     return report
 
 
-def _fingerprint(ckpt: CheckpointEntry, seen: dict[str, Any]) -> dict[str, Any]:
-    if ckpt.name not in seen:
-        try:
-            with Checkpoint.open(ckpt.path) as opened:
-                seen[ckpt.name] = opened.source_fingerprint()
-        except QwenEdgeError as exc:
-            seen[ckpt.name] = exc
-    result = seen[ckpt.name]
-    if isinstance(result, QwenEdgeError):
-        raise result
-    return result
+def _fingerprint(ckpt: CheckpointEntry, hashes: FileHashes) -> dict[str, Any] | QwenEdgeError:
+    """The checkpoint's source fingerprint (as Checkpoint.source_fingerprint), through the hash cache;
+    the checkpoint is fully validated on every run."""
+    try:
+        with Checkpoint.open(ckpt.path) as opened:
+            return {"files": {name: hashes.sha256(path) for name, path in opened.source_files().items()}}
+    except QwenEdgeError as exc:
+        return exc
+    except OSError as exc:
+        return BundleError(f"{ckpt.path}: cannot read ({exc.strerror or exc})")
 
 
-def _run_cell(config: PipelineConfig, cache: BuildCache, tool: dict[str, Any], fingerprints: dict[str, Any],
-              ckpt: CheckpointEntry, entry: TargetEntry) -> dict[str, Any]:
+def _run_cell(config: PipelineConfig, cache: BuildCache, tool: dict[str, Any],
+              fingerprint: dict[str, Any] | QwenEdgeError, ckpt: CheckpointEntry, entry: TargetEntry) -> dict[str, Any]:
     output = config.output / ckpt.name / entry.name
     cell: dict[str, Any] = {"checkpoint": ckpt.name, "target": entry.name, "output": str(output), "key": None,
                             "status": "failed", "passed": False, "error": None, "stages": {}}
     start = time.perf_counter()
     try:
         with _Stage(cell, "fingerprint"):
-            key, inputs = build_key(_fingerprint(ckpt, fingerprints), _recipe(entry), tool)
+            if isinstance(fingerprint, QwenEdgeError):
+                raise fingerprint
+            key, inputs = build_key(fingerprint, _recipe(entry), tool)
             cell["key"] = key
         with _Stage(cell, "build") as record:
             cell["status"] = _build_or_reuse(cache, key, inputs, ckpt, entry, output)
             record["cache_hit"] = cell["status"] != "built"
         with _Stage(cell, "integrity") as record:
-            problems = manifest_mod.check_integrity(output)
-            record["problems"] = problems
-            if problems:
-                raise BundleError(f"{output}: integrity check failed: {problems[0]}")
+            if cell["status"] == "up-to-date":  # checked just now, by _build_or_reuse
+                record["problems"] = []
+                record["checked_by"] = "build"
+            else:
+                problems = manifest_mod.check_integrity(output)
+                record["problems"] = problems
+                if problems:
+                    raise BundleError(f"{output}: integrity check failed: {problems[0]}")
         if entry.gate is not None:
             with _Stage(cell, "gate") as record:
                 record.update(_gate(cache, key, ckpt, entry, output))
@@ -145,11 +150,15 @@ class _GateFailed(QwenEdgeError):
 
 def _build_or_reuse(cache: BuildCache, key: str, inputs: dict[str, Any], ckpt: CheckpointEntry,
                     entry: TargetEntry, output: Path) -> str:
+    """Leave, copy or build the cell's output; returns which of the three happened."""
+    if same_manifest(cache.bundle_dir(key), output) and not manifest_mod.check_integrity(output):
+        return "up-to-date"  # the output is this build, intact: the cache entry is not even read
     cached = cache.lookup(key)
-    if cached is not None and same_manifest(cached, output) and not manifest_mod.check_integrity(output):
-        return "up-to-date"
     status = "copied-from-cache"
     if cached is None:
+        from ..build import BuildRequest, build
+        from ..graph.decoder import DecoderOptions
+
         cached = cache.bundle_dir(key)
         cached.parent.mkdir(parents=True, exist_ok=True)
         build(BuildRequest(ckpt.path, cached, entry.precision, target=entry.target,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Iterator, Sequence
@@ -58,13 +59,27 @@ class Generation:
         self.prompt_ids = prompt_ids
         self.max_new_tokens = int(max_new_tokens)
         self.sampler = Sampler(sampling, model.vocab_size)
-        self.stop_ids = frozenset(model.eos_token_ids if stop_token_ids is None else stop_token_ids)
+        self.stop_ids = frozenset(model.eos_token_ids if stop_token_ids is None else _stop_ids(stop_token_ids))
         self.token_ids: list[int] = []
         self.stats = GenerationStats(prompt_tokens=len(prompt_ids))
         self._streamer = TextStreamer(model.tokenizer, skip_special_tokens=True)
+        self._claim = threading.Lock()
+        self._claimed = False
+
+    def _start_once(self) -> None:
+        """A Generation runs once, in one thread; a second iteration is an error, not a silent re-run."""
+        with self._claim:
+            if self._claimed:
+                raise InvalidRequestError("this Generation has already been iterated (each one runs once, in one "
+                                          "thread); call Generator.start again for another")
+            self._claimed = True
 
     def tokens(self) -> Iterator[int]:
         """Yield new token ids (stop tokens are not yielded)."""
+        self._start_once()
+        return self._tokens()
+
+    def _tokens(self) -> Iterator[int]:
         model = self.model
         cache = model.acquire_cache()
         try:
@@ -98,7 +113,11 @@ class Generation:
             model.release_cache(cache)
 
     def __iter__(self) -> Iterator[str]:
-        for token in self.tokens():
+        self._start_once()
+        return self._pieces()
+
+    def _pieces(self) -> Iterator[str]:
+        for token in self._tokens():
             piece = self._streamer.push(token)
             if piece:
                 yield piece
@@ -107,18 +126,54 @@ class Generation:
             yield tail
 
 
+def _stop_ids(values) -> list[int]:
+    try:
+        ids = list(values)
+    except TypeError:
+        raise InvalidRequestError(f"stop_token_ids must be a sequence of integers, got {type(values).__name__}") from None
+    for v in ids:
+        if not isinstance(v, (int, np.integer)) or isinstance(v, bool):
+            raise InvalidRequestError(f"stop_token_ids must be integers, got {v!r}")
+    return [int(v) for v in ids]
+
+
 class Generator:
-    """The app-facing API: text in, text out, with chat and streaming."""
+    """The app-facing API: text in, text out, with chat and streaming.
+
+    Thread safety: one Generator (and its Model) may be used from several threads at once. Each
+    generation takes its own KV cache from the model's pool and its own sampler and detokenizer,
+    and onnxruntime runs concurrent requests on one session safely, so concurrent calls neither
+    block each other nor share state. A single `Generation` (what `start` returns) is consumed
+    once, by one thread: iterating it a second time, or from a second thread, raises
+    InvalidRequestError.
+    """
 
     def __init__(self, model: Model):
         self.model = model
 
     def _prompt_ids(self, prompt) -> np.ndarray:
+        if isinstance(prompt, (bytes, bytearray, memoryview)):
+            try:
+                prompt = bytes(prompt).decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise InvalidRequestError(f"prompt bytes are not valid UTF-8 (byte {exc.start})") from None
         if isinstance(prompt, str):
             if prompt == "":
                 raise InvalidRequestError("prompt is empty")
             return self.model.encode(prompt)
-        return np.asarray(list(prompt), dtype=np.int64) if not isinstance(prompt, np.ndarray) else prompt
+        if isinstance(prompt, np.ndarray):
+            return prompt
+        try:
+            ids = list(prompt)
+        except TypeError:
+            raise InvalidRequestError(f"prompt must be a str or a sequence of token ids, got "
+                                      f"{type(prompt).__name__}") from None
+        if not all(isinstance(i, (int, np.integer)) and not isinstance(i, bool) for i in ids):
+            bad = next(i for i in ids if not isinstance(i, (int, np.integer)) or isinstance(i, bool))
+            raise InvalidRequestError(f"token ids must be integers, got {bad!r}")
+        if any(not -2**63 <= int(i) < 2**63 for i in ids):
+            raise InvalidRequestError("token id out of the int64 range")
+        return np.asarray(ids, dtype=np.int64)
 
     def start(self, prompt, *, max_new_tokens: int = 128, sampling: SamplingParams | None = None,
               stop_token_ids: Sequence[int] | None = None) -> Generation:

@@ -15,6 +15,7 @@ from tokenizers import Tokenizer
 
 from .. import manifest as manifest_mod
 from ..errors import BundleError
+from .bundle_check import check_bundle
 from .errors import ContextOverflowError, InvalidRequestError
 from .kv_cache import KVCache
 
@@ -29,6 +30,9 @@ class RuntimeOptions:
     providers: tuple[str, ...] = ("CPUExecutionProvider",)
     verify_integrity: bool = False
     max_cached_sequences: int = 2  # KV caches kept for reuse across generations
+    # An Ed25519 public key (raw 32 bytes, PEM bytes/str, a PEM file path or a key object): when set,
+    # the manifest's signature and every file's sha256 are checked before loading.
+    verify_signature: Any = None
 
 
 def _session_options(opts: RuntimeOptions, recommended: dict[str, Any]) -> ort.SessionOptions:
@@ -55,10 +59,8 @@ class Model:
     def __init__(self, bundle_dir: str | os.PathLike, options: RuntimeOptions = RuntimeOptions()):
         self.path = Path(bundle_dir)
         self.manifest = manifest_mod.load(self.path)
-        if options.verify_integrity:
-            problems = manifest_mod.check_integrity(self.path, self.manifest)
-            if problems:
-                raise BundleError(f"{self.path}: integrity check failed: {problems[0]}")
+        check_bundle(self.path, self.manifest, verify_integrity=options.verify_integrity,
+                     verify_signature=options.verify_signature)
         io = self.manifest["io"]
         self.num_layers = int(io["num_layers"])
         self.num_kv_heads = int(io["num_kv_heads"])
@@ -79,9 +81,12 @@ class Model:
         try:
             self.tokenizer = Tokenizer.from_file(str(tokenizer_path))
         except Exception as exc:
-            raise BundleError(f"{tokenizer_path}: could not load the tokenizer: {exc}") from exc
+            raise BundleError(f"{tokenizer_path}: could not load the tokenizer: {exc}".splitlines()[0]) from exc
         template_path = self.path / "chat_template.jinja"
-        self.chat_template_source = template_path.read_text(encoding="utf-8") if template_path.is_file() else None
+        try:
+            self.chat_template_source = template_path.read_text(encoding="utf-8") if template_path.is_file() else None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise BundleError(f"{template_path}: cannot read the chat template ({exc})".splitlines()[0]) from None
         self._chat_template = None
         self._caches: queue.LifoQueue[KVCache] = queue.LifoQueue(maxsize=options.max_cached_sequences)
         self._template_lock = threading.Lock()
@@ -152,6 +157,10 @@ class Model:
     def encode(self, text: str) -> np.ndarray:
         if not isinstance(text, str):
             raise InvalidRequestError(f"prompt must be a str, got {type(text).__name__}")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise InvalidRequestError(f"prompt is not valid Unicode text (lone surrogate at index {exc.start})") from None
         return np.asarray(self.tokenizer.encode(text, add_special_tokens=False).ids, dtype=np.int64)
 
     def decode(self, ids, skip_special_tokens: bool = True) -> str:
