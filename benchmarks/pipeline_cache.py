@@ -77,7 +77,8 @@ def run(pipeline: Path) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--trained", default=str(REPO.parent / "shared" / "models" / "qwen2-code-30m"))
+    ap.add_argument("--trained", default=os.environ.get("QWEN_EDGE_TRAINED_MODEL",
+                                                         str(REPO.parent / "shared" / "models" / "qwen2-code-30m")))
     ap.add_argument("--gate", action="store_true",
                     help="add a numpy-reference parity gate to every cell (slow; it makes the cold run longer, "
                          "so without it the cached/cold ratio is the stricter one)")
