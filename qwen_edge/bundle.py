@@ -123,5 +123,6 @@ def file_table(stage: Path) -> dict[str, dict[str, Any]]:
 def write_manifest(stage: Path, manifest: dict[str, Any]) -> dict[str, Any]:
     manifest = dict(manifest)
     manifest["files"] = file_table(stage)
+    manifest = manifest_mod.seal(manifest)
     (stage / manifest_mod.MANIFEST_NAME).write_text(manifest_mod.dumps(manifest), encoding="utf-8")
     return manifest

@@ -31,6 +31,27 @@ def dumps(manifest: dict[str, Any]) -> str:
     return json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False) + "\n"
 
 
+SEAL_KEY = "manifest_sha256"  # sha256 of the canonical manifest without this key
+
+
+def seal(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The manifest with its own content hash, so that a change to manifest.json itself is caught too."""
+    body = {k: v for k, v in manifest.items() if k != SEAL_KEY}
+    return body | {SEAL_KEY: hashlib.sha256(dumps(body).encode("utf-8")).hexdigest()}
+
+
+def seal_problems(bundle_dir: Path, manifest: dict[str, Any]) -> list[str]:
+    """A sealed manifest must be byte-for-byte canonical and match its seal (unsealed ones pass: older bundles)."""
+    if SEAL_KEY not in manifest:
+        return []
+    raw = (Path(bundle_dir) / MANIFEST_NAME).read_bytes()
+    if raw != dumps(manifest).encode("utf-8"):
+        return [f"{MANIFEST_NAME}: not in canonical form (edited or corrupted)"]
+    if seal(manifest)[SEAL_KEY] != manifest[SEAL_KEY]:
+        return [f"{MANIFEST_NAME}: content differs from its {SEAL_KEY} (edited or corrupted)"]
+    return []
+
+
 def load(bundle_dir: Path) -> dict[str, Any]:
     path = Path(bundle_dir) / MANIFEST_NAME
     if not path.is_file():
@@ -59,7 +80,7 @@ def check_integrity(bundle_dir: Path, manifest: dict[str, Any] | None = None) ->
     """Every file's sha256 against the manifest; returns a list of problems (empty when intact)."""
     bundle_dir = Path(bundle_dir)
     manifest = manifest if manifest is not None else load(bundle_dir)
-    problems: list[str] = []
+    problems: list[str] = seal_problems(bundle_dir, manifest)
     listed = manifest["files"]
     present = {
         p.relative_to(bundle_dir).as_posix()

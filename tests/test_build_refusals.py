@@ -180,3 +180,28 @@ def test_full_disk_is_one_line_and_leaves_the_previous_output(tmp_path, previous
     assert proc.returncode == 5, err
     assert err.count("\n") == 1 and "cannot write the bundle" in err and "File too large" in err, err
     _assert_untouched(out, before)
+
+
+# ------------------------------------------------------------------------------ reproducible and checkable
+def test_a_one_byte_change_to_any_bundle_file_is_caught(bundles, tmp_path, capsys):
+    source = bundles("qwen2", "int4")
+    names = sorted(p.name for p in source.iterdir())
+    assert "manifest.json" in names and "model.onnx.data" in names
+    for name in names:
+        for where in (0, 0.5, -1):
+            bundle = tmp_path / f"{name}-{where}"
+            shutil.copytree(source, bundle)
+            data = bytearray((bundle / name).read_bytes())
+            pos = int(len(data) * where) if where != -1 else len(data) - 1
+            data[pos] ^= 0x20
+            (bundle / name).write_bytes(bytes(data))
+            code = main(["verify", str(bundle), "--integrity", "-q"])
+            out, err = capsys.readouterr()
+            assert code == 5, f"{name} byte {pos}: not caught ({out} {err})"
+            assert name in out + err or "manifest" in out + err
+
+
+def test_the_manifest_seal_is_deterministic_and_checked(bundles):
+    m = manifest_mod.load(bundles("qwen2", "fp32"))
+    assert m[manifest_mod.SEAL_KEY] == manifest_mod.seal(m)[manifest_mod.SEAL_KEY]
+    assert manifest_mod.seal(manifest_mod.seal(m)) == manifest_mod.seal(m)
