@@ -8,6 +8,8 @@
 Nothing here imports torch, transformers, onnx or the build-time parts of qwen_edge.
 """
 
+from dataclasses import fields
+
 from .errors import ContextOverflowError, GenerationError, InvalidRequestError, TemplateError
 from .generator import Generation, GenerationResult, GenerationStats, Generator
 from .model import Model, RuntimeOptions
@@ -15,8 +17,15 @@ from .sampling import SamplingParams
 
 
 def load(bundle_dir, **options) -> Generator:
-    """Load a bundle and return a Generator for it (options: RuntimeOptions fields)."""
-    return Generator(Model(bundle_dir, RuntimeOptions(**options)))
+    """Load a bundle and return a Generator for it (options: RuntimeOptions fields, e.g.
+    `verify_integrity=True` or `verify_signature=public_key`)."""
+    try:
+        runtime_options = RuntimeOptions(**options)
+    except TypeError:
+        known = ", ".join(f.name for f in fields(RuntimeOptions))
+        unknown = sorted(set(options) - {f.name for f in fields(RuntimeOptions)})
+        raise InvalidRequestError(f"load: unknown option {unknown[0] if unknown else '?'!r} (known: {known})") from None
+    return Generator(Model(bundle_dir, runtime_options))
 
 
 __all__ = [

@@ -178,3 +178,8 @@ def test_a_generation_runs_once_in_one_thread(gen):
     t.join()
     assert outcome and "already been iterated" in str(outcome[0].value)
     assert len(list(it)) >= 1  # the owner carries on
+
+
+def test_unknown_load_option(bundles):
+    with pytest.raises(InvalidRequestError, match="'verify_signatur'"):
+        load(bundles("qwen2", "fp32"), verify_signatur="key.pem")
