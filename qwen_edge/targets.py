@@ -203,7 +203,7 @@ def load_target_file(path: Path) -> Target:
     from .graph.registry import check_builder_name
     from .passes import check_pass_chain
 
-    check_builder_name(target.builder, where=str(path))
+    check_builder_name(target.builder, where=str(path), static_shapes=target.graph.static_shapes)
     check_pass_chain(target)
     return target
 

@@ -20,6 +20,9 @@ class BuilderInfo:
     name: str
     factory: Callable  # (checkpoint, adapter, spec, precision, graph_builder, options, progress) -> has .build(), .stats
     provides: tuple[str, ...]  # artifact kinds of the model it writes (see qwen_edge.passes.base.ARTIFACTS)
+    static_shapes: bool = False
+
+
 
 
 _BUILDERS: dict[str, BuilderInfo] = {}
@@ -31,16 +34,25 @@ _MODULES = {
 }
 
 
-def register_builder(name: str, provides: tuple[str, ...]):
+def register_builder(name: str, provides: tuple[str, ...], static_shapes: bool = False):
     def wrap(factory):
-        _BUILDERS[name] = BuilderInfo(name, factory, provides)
+        _BUILDERS[name] = BuilderInfo(name, factory, provides, static_shapes)
         return factory
     return wrap
 
 
-def check_builder_name(name: str, where: str) -> None:
+def check_builder_name(name: str, where: str, static_shapes: bool = False) -> None:
     if name not in _MODULES and name not in _BUILDERS:
         raise ConfigError(f"{where}: unknown builder '{name}' (known: {', '.join(sorted(set(_MODULES) | set(_BUILDERS)))})")
+    info = _BUILDERS.get(name)
+    if static_shapes and info is not None and not info.static_shapes:
+        raise ConfigError(f"{where}: [graph] static_shapes = true, but builder '{name}' makes dynamic shapes")
+
+
+def builder_provides(name: str) -> tuple[str, ...]:
+    """Artifact kinds a builder writes; a builder in a module not imported yet is assumed to write ONNX."""
+    info = _BUILDERS.get(name)
+    return info.provides if info is not None else ("onnx",)
 
 
 def get_builder(name: str, target: str) -> BuilderInfo:

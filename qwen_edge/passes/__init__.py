@@ -32,10 +32,9 @@ def registered_passes() -> dict[str, type[Pass]]:
 
 def check_pass_chain(target) -> None:
     """Each pass's required artifacts must exist when it runs: what the builder and earlier passes leave."""
-    from ..graph.registry import _BUILDERS
+    from ..graph.registry import builder_provides
 
-    info = _BUILDERS.get(target.builder)
-    have = set(info.provides) if info is not None else {"onnx"}
+    have = set(builder_provides(target.builder))
     for k, step in enumerate(target.passes):
         cls = get_pass(step.name)
         missing = [kind for kind in cls.requires if kind not in have]

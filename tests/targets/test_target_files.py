@@ -113,3 +113,9 @@ def test_wrong_element_type_fails_validation(tmp_path):
     model = helper.make_model(helper.make_graph([helper.make_node("Sigmoid", ["x"], ["y"], name="sig")], "g", [x], [y]))
     problems = check_model(model, OpTable.load("directml"))
     assert problems and problems[0]["node"] == "sig" and "double" in problems[0]["reason"]
+
+
+def test_static_shapes_need_a_static_builder(tmp_path):
+    text = CPU_TOML + "\n[graph]\nstatic_shapes = true\n"
+    with pytest.raises(ConfigError, match="builder 'ort-contrib' makes dynamic shapes"):
+        load_target_file(_write(tmp_path, text))
