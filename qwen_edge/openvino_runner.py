@@ -16,7 +16,7 @@ from .errors import BundleError, ConfigError
 
 
 class OpenVINOModel:
-    def __init__(self, bundle_dir: Path, device: str = "CPU", threads: int | None = None):
+    def __init__(self, bundle_dir: Path, device: str | None = None, threads: int | None = None):
         try:
             import openvino as ov
         except ImportError:
@@ -32,7 +32,11 @@ class OpenVINOModel:
         self.vocab_size = int(io["vocab_size"])
         self.context_length = int(io["context_length"])
         model_path = self.path / io["model_file"]
-        config = {"INFERENCE_PRECISION_HINT": "f32"}
+        # The target's provider options: the device and OpenVINO properties the bundle was verified with.
+        options = {str(k): str(v) for k, v in self.manifest["target"].get("provider_options", {}).items()}
+        device = device or options.pop("device", "CPU")
+        options.pop("device", None)
+        config = {"INFERENCE_PRECISION_HINT": "f32", **options}
         if threads:
             config["INFERENCE_NUM_THREADS"] = int(threads)
         try:
