@@ -3,7 +3,9 @@
 The same session settings onnxruntime.tools.convert_onnx_models_to_ort uses (save format ORT,
 graph optimizations without the x86-only NCHWc transformer), through the Python API so that no
 tool output is printed. The .ort file holds its initializers inline, so it replaces model.onnx
-and its external data in the bundle.
+and its external data in the bundle. The default level is "all", the same optimizations the CPU
+session applies to model.onnx: with a lower level the .ort graph is fused differently and its
+logits drift from the CPU bundle's (greedy tokens then split on near-ties).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ CONFIG_NAME = "required_operators.config"
 
 @dataclass(frozen=True)
 class OrtFormatConfig(PassConfig):
-    optimization: str = field(default="basic", metadata={"choices": ("disable", "basic", "extended", "all")})
+    optimization: str = field(default="all", metadata={"choices": ("disable", "basic", "extended", "all")})
     size_budget_mb: float = 0.0  # fail the build when the .ort file exceeds this many MB (0: no budget)
     type_reduction: bool = False  # also reduce the per-operator element types in the config
 

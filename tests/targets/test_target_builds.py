@@ -77,6 +77,18 @@ def test_android_ort_matches_int4_cpu_greedy_tokens(all_targets):
     assert android == cpu
 
 
+def test_ort_model_computes_the_same_logits_as_the_cpu_bundle(tmp_path, qwen2_ckpt):
+    # Regression: converted at a lower optimization level than the CPU session uses, the .ort graph
+    # of a model with q/k/v biases was fused differently and its logits drifted (greedy tokens split
+    # on the trained Qwen2 model).
+    from qwen_edge.runtime import Model
+
+    build_targets(qwen2_ckpt, tmp_path, resolve_targets("cpu,android"), lambda t: Precision.preset("int4"),
+                  DecoderOptions())
+    ids = np.arange(3, 60, dtype=np.int64)
+    np.testing.assert_array_equal(Model(tmp_path / "android").logits(ids), Model(tmp_path / "cpu").logits(ids))
+
+
 def test_openvino_float_ir_matches_fp32_bundle(tmp_path, qwen3_ckpt):
     from qwen_edge.openvino_runner import OpenVINOModel
     from qwen_edge.runtime import Model
