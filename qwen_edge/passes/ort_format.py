@@ -81,9 +81,9 @@ class ToOrtFormat(Pass):
         if budget and size > budget * 1e6:
             raise GraphError(f"{ctx.target.name}: {ORT_NAME} is {size / 1e6:.2f} MB, over the size budget "
                              f"of {budget} MB")
-        ops = sorted(line.split(";")[0] + ":" + line.split(";")[-1].strip()
-                     for line in (ctx.stage / CONFIG_NAME).read_text().splitlines()
-                     if line and not line.startswith("#"))
+        # Lines read "domain;opset;Op1,Op2": kept as they are, for the report.
+        ops = sorted(line.strip() for line in (ctx.stage / CONFIG_NAME).read_text().splitlines()
+                     if line.strip() and not line.startswith("#"))
         return {"ort_bytes": size, "size_budget_bytes": int(budget * 1e6) if budget else None,
                 "within_budget": (size <= budget * 1e6) if budget else None,
                 "required_operators_config": CONFIG_NAME, "required_operators": ops}
