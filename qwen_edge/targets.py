@@ -181,7 +181,12 @@ def _parity(data: dict, where: str) -> dict[str, Tolerance]:
     for family, table in data.items():
         here = f"{where}: [parity.{family}]"
         _check_table(table, Tolerance._SPEC, here, required=("min_top1", "max_kl"))
-        out[family] = Tolerance(**{k: float(v) for k, v in table.items()})
+        tol = Tolerance(**{k: float(v) for k, v in table.items()})
+        if not 0.0 <= tol.min_top1 <= 1.0:
+            raise ConfigError(f"{here}: 'min_top1' {tol.min_top1} is outside [0, 1]")
+        if tol.max_kl < 0 or (tol.max_ppl_increase_percent is not None and tol.max_ppl_increase_percent < 0):
+            raise ConfigError(f"{here}: 'max_kl' and 'max_ppl_increase_percent' must not be negative")
+        out[family] = tol
     return out
 
 

@@ -119,3 +119,10 @@ def test_static_shapes_need_a_static_builder(tmp_path):
     text = CPU_TOML + "\n[graph]\nstatic_shapes = true\n"
     with pytest.raises(ConfigError, match="builder 'ort-contrib' makes dynamic shapes"):
         load_target_file(_write(tmp_path, text))
+
+
+def test_parity_tolerances_are_range_checked(tmp_path):
+    with pytest.raises(ConfigError, match="'min_top1' 1.5 is outside"):
+        load_target_file(_write(tmp_path, CPU_TOML + "\n[parity.int4]\nmin_top1 = 1.5\nmax_kl = 0.1\n"))
+    with pytest.raises(ConfigError, match=r"\[parity.int3\] is not a precision family"):
+        load_target_file(_write(tmp_path, CPU_TOML + "\n[parity.int3]\nmin_top1 = 0.5\nmax_kl = 0.1\n"))
