@@ -17,7 +17,8 @@ from .checkpoint import Checkpoint
 from .errors import CheckpointError, ConfigError, GraphError
 from .genai_config import genai_config
 from .graph.builder import GraphBuilder
-from .graph.decoder import DecoderBuilder, DecoderOptions, io_names
+from .graph.decoder import DecoderOptions, io_names
+from .graph.registry import get_builder
 from .graph.writer import ExternalDataWriter, save_model
 from .limits import check_build_budget
 from .manifest import SCHEMA_VERSION
@@ -39,6 +40,7 @@ class BuildRequest:
     target: str = "cpu"
     options: DecoderOptions = field(default_factory=DecoderOptions)
     smoke_test: bool = True
+    parity: Any = None  # qwen_edge.target_parity.ParityRequest: verify executed targets, gate the build
 
 
 def tool_versions() -> dict[str, Any]:
@@ -54,82 +56,102 @@ def tool_versions() -> dict[str, Any]:
 def build(request: BuildRequest, progress: Progress | None = None) -> dict[str, Any]:
     """Build one bundle and return its manifest. The output appears only when complete."""
     target = get_target(request.target)
-    if request.precision.family not in target.precisions:
-        raise ConfigError(f"target '{target.name}' does not support precision '{request.precision.name}' "
-                          f"(supported: {', '.join(target.precisions)})")
+    check_precision(target, request.precision)
     with Checkpoint.open(request.checkpoint) as ckpt:
-        adapter = adapter_for(ckpt.architecture)
-        spec = adapter.spec(ckpt.config, ckpt.architecture)
-        context = request.options.context_length(spec)
-        check_build_budget(spec, context, 2 if request.precision.dtype == "fp16" else 4,
-                           context_from_user=request.options.max_positions is not None)
-        with staged_output(request.output) as stage:
-            writer = ExternalDataWriter(stage / DATA_FILE)
-            try:
-                g = GraphBuilder(writer, name=f"qwen_edge_{spec.architecture}")
-                decoder = DecoderBuilder(ckpt, adapter, spec, request.precision, g, request.options, progress)
-                decoder.build()
-            finally:
-                writer.close()
-            leftover = ckpt.unconsumed()
-            if leftover:
-                raise CheckpointError(
-                    f"{Path(request.checkpoint).name}: {len(leftover)} tensor(s) not used by the "
-                    f"{spec.architecture} adapter, first '{leftover[0]}'"
-                )
-            model = g.model(doc=f"{spec.architecture} {request.precision.name} built by qwen-edge {__version__}")
-            save_model(model, stage / MODEL_FILE)
-            copy_tokenizer_files(ckpt, stage)
-            if ckpt.chat_template is not None:
-                (stage / "chat_template.jinja").write_text(ckpt.chat_template, encoding="utf-8")
-            import json
+        return build_with_checkpoint(ckpt, request, target, progress)
 
+
+def check_precision(target, precision: Precision) -> None:
+    if precision.family not in target.precisions:
+        raise ConfigError(f"target '{target.name}' does not support precision '{precision.name}' "
+                          f"(supported: {', '.join(target.precisions)})")
+
+
+def build_with_checkpoint(ckpt, request: BuildRequest, target, progress: Progress | None = None) -> dict[str, Any]:
+    """Build one target's bundle from an open checkpoint (several targets can share one load)."""
+    from . import target_build
+
+    adapter = adapter_for(ckpt.architecture)
+    spec = adapter.spec(ckpt.config, ckpt.architecture)
+    context = request.options.context_length(spec)
+    check_build_budget(spec, context, 2 if request.precision.dtype == "fp16" else 4,
+                       context_from_user=request.options.max_positions is not None)
+    precision = target_build.bundle_precision(target, request.precision)
+    graph_precision = target_build.graph_precision(target, precision)
+    builder = get_builder(target.builder, target.name)
+    with staged_output(request.output) as stage:
+        writer = ExternalDataWriter(stage / DATA_FILE)
+        try:
+            g = GraphBuilder(writer, name=f"qwen_edge_{spec.architecture}")
+            decoder = builder.factory(ckpt, adapter, spec, graph_precision, g, request.options, progress)
+            decoder.build()
+        finally:
+            writer.close()
+        leftover = ckpt.unconsumed()
+        if leftover:
+            raise CheckpointError(
+                f"{Path(request.checkpoint).name}: {len(leftover)} tensor(s) not used by the "
+                f"{spec.architecture} adapter, first '{leftover[0]}'"
+            )
+        model = g.model(doc=f"{spec.architecture} {request.precision.name} built by qwen-edge {__version__}")
+        save_model(model, stage / MODEL_FILE)
+        copy_tokenizer_files(ckpt, stage)
+        if ckpt.chat_template is not None:
+            (stage / "chat_template.jinja").write_text(ckpt.chat_template, encoding="utf-8")
+        import json
+
+        if request.smoke_test:
+            if progress:
+                progress("smoke test", 0, 1)
+            _smoke_test(stage / MODEL_FILE, spec, graph_precision)
+            if progress:
+                progress("smoke test", 1, 1)
+        passes = target_build.run_passes(target, stage, spec, precision, context, builder, progress)
+        if passes.model_file.endswith((".onnx", ".ort")):
             gen = genai_config(spec, model_type=str(ckpt.config.get("model_type", "qwen2")),
-                               context_length=context, generation=ckpt.generation)
+                               context_length=context, generation=ckpt.generation, filename=passes.model_file,
+                               provider_options=target_build.genai_provider_options(target))
             (stage / "genai_config.json").write_text(json.dumps(gen, indent=2, sort_keys=True) + "\n")
-            if request.smoke_test:
-                if progress:
-                    progress("smoke test", 0, 1)
-                _smoke_test(stage / MODEL_FILE, spec, request.precision)
-                if progress:
-                    progress("smoke test", 1, 1)
-            manifest = {
-                "schema_version": SCHEMA_VERSION,
-                "tool": tool_versions(),
-                "source": {
-                    "path_name": Path(request.checkpoint).name,
-                    "architecture": ckpt.architecture,
-                    "model_type": ckpt.config.get("model_type"),
-                    "dtype": ckpt.torch_dtype,
-                    "weight_bytes": ckpt.weight_bytes(),
-                    "fingerprint": ckpt.source_fingerprint(),
-                },
-                "architecture": spec.to_dict(),
-                "precision": request.precision.to_dict() | {"name": request.precision.name},
-                "target": {"name": target.name, "provider": target.execution_provider,
-                           "fallback": target.fallback, "executed": target.executed_here,
-                           "onnxruntime_package": target.onnxruntime_package,
-                           "min_onnxruntime_version": target.min_onnxruntime_version},
-                "runtime": dict(target.runtime),
-                "io": {
-                    **io_names(spec.num_layers),
-                    "model_file": MODEL_FILE,
-                    "context_length": context,
-                    "kv_dtype": request.precision.dtype,
-                    "num_layers": spec.num_layers,
-                    "num_kv_heads": spec.num_kv_heads,
-                    "head_dim": spec.head_dim,
-                    "vocab_size": spec.vocab_size,
-                },
-                "generation": {
-                    "eos_token_ids": list(ckpt.generation.eos_token_ids),
-                    "bos_token_id": ckpt.generation.bos_token_id,
-                    "pad_token_id": ckpt.generation.pad_token_id,
-                },
-                "weights": decoder.stats.to_dict(),
-                "graph": {"nodes": len(g.nodes), "op_counts": dict(sorted(g.op_counts.items()))},
-            }
-            return write_manifest(stage, manifest)
+        manifest = {
+            "schema_version": SCHEMA_VERSION,
+            "tool": tool_versions(),
+            "source": {
+                "path_name": Path(request.checkpoint).name,
+                "architecture": ckpt.architecture,
+                "model_type": ckpt.config.get("model_type"),
+                "dtype": ckpt.torch_dtype,
+                "weight_bytes": ckpt.weight_bytes(),
+                "fingerprint": ckpt.source_fingerprint(),
+            },
+            "architecture": spec.to_dict(),
+            "precision": precision.to_dict() | {"name": precision.name},
+            "target": {"name": target.name, "provider": target.execution_provider,
+                       "fallback": target.fallback, "executed": target.executed_here,
+                       "onnxruntime_package": target.onnxruntime_package,
+                       "min_onnxruntime_version": target.min_onnxruntime_version,
+                       **target_build.target_manifest(target)},
+            "runtime": dict(target.runtime),
+            "passes": passes.records,
+            "io": {
+                **io_names(spec.num_layers),
+                "model_file": passes.model_file,
+                "context_length": context,
+                "kv_dtype": request.precision.dtype,
+                "num_layers": spec.num_layers,
+                "num_kv_heads": spec.num_kv_heads,
+                "head_dim": spec.head_dim,
+                "vocab_size": spec.vocab_size,
+            },
+            "generation": {
+                "eos_token_ids": list(ckpt.generation.eos_token_ids),
+                "bos_token_id": ckpt.generation.bos_token_id,
+                "pad_token_id": ckpt.generation.pad_token_id,
+            },
+            "weights": decoder.stats.to_dict(),
+            "graph": {"nodes": len(g.nodes), "op_counts": dict(sorted(g.op_counts.items()))},
+        }
+        manifest = write_manifest(stage, manifest)
+        return target_build.verify_target(stage, manifest, target, precision, request, progress)
 
 
 def _smoke_test(model_path: Path, spec, precision: Precision) -> None:

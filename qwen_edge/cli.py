@@ -71,8 +71,14 @@ def cmd_build(args: argparse.Namespace) -> int:
     from .graph.decoder import DecoderOptions
     from .precision import Precision
 
+    if "," in args.target or args.target == "all" or args.verify:
+        from .cli_targets import build_many
+
+        data, text = build_many(args, Progress(not (args.quiet or args.json)))
+        _emit(args, data, text)
+        return 0
     precision = Precision.preset(
-        args.precision, block_size=args.block_size, symmetric=True if args.symmetric else None,
+        args.precision or "int4", block_size=args.block_size, symmetric=True if args.symmetric else None,
         accuracy_level=args.accuracy_level, method=args.quant_method,
         embeddings=args.embeddings, lm_head=args.lm_head,
     )
@@ -248,6 +254,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_targets(args: argparse.Namespace) -> int:
+    from .cli_targets import format_targets, targets_table
+
+    rows = targets_table()
+    _emit(args, {"targets": rows}, format_targets(rows))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -323,8 +337,16 @@ def _parser() -> argparse.ArgumentParser:
     b = sub.add_parser("build", help="build a bundle from a Hugging Face checkpoint directory")
     b.add_argument("checkpoint")
     b.add_argument("-o", "--output", required=True)
-    b.add_argument("--target", default="cpu")
-    b.add_argument("--precision", default="int4", choices=["fp32", "fp16", "int8", "int4"])
+    b.add_argument("--target", default="cpu", help="a target, a comma-separated list (OUT/<target>/ each), or 'all'")
+    b.add_argument("--precision", default=None, choices=["fp32", "fp16", "int8", "int4"],
+                   help="default: int4, or with several targets each target's default")
+    b.add_argument("--verify", action="store_true",
+                   help="run parity against the checkpoint for every target executed here; outside tolerance fails")
+    b.add_argument("--no-parity-gate", action="store_true", help="with --verify: record the numbers, never fail")
+    b.add_argument("--verify-text", help="with --verify: a text file for perplexity")
+    b.add_argument("--verify-context", type=int, default=1024)
+    b.add_argument("--verify-max-tokens", type=int, default=65536)
+    b.add_argument("--reference-kind", choices=["auto", "transformers", "numpy"], default="numpy")
     b.add_argument("--block-size", type=int, default=None)
     b.add_argument("--symmetric", action="store_true", help="symmetric int4/int8 (no zero points)")
     b.add_argument("--accuracy-level", type=int, default=None, help="MatMulNBits accuracy_level (0-4)")
@@ -408,6 +430,10 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("-o", "--output", required=True, help="destination directory (replaced atomically)")
     common(up)
     up.set_defaults(func=cmd_unpack)
+
+    t = sub.add_parser("targets", help="list the targets: device, provider, executed here or validated only")
+    common(t)
+    t.set_defaults(func=cmd_targets)
 
     d = sub.add_parser("demo", help="make a tiny Qwen checkpoint, build it, run it, verify it")
     d.add_argument("--workdir", help="keep the demo's files here (default: a temporary directory)")

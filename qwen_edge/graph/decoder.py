@@ -142,6 +142,11 @@ class DecoderBuilder:
         prod = g.one("Mul", [act, up], f"{scope}/Mul")
         return self.lin.linear(prod, t["down_proj"], f"{scope}/down_proj", self.precision.weights)
 
+    def _rms_norm(self, x: str, weight: np.ndarray, scope: str) -> str:
+        return self.g.one("SimplifiedLayerNormalization", [x, self._norm_weight(scope, weight)],
+                          f"{scope}/SimplifiedLayerNormalization", axis=-1, epsilon=self.spec.rms_norm_eps,
+                          stash_type=1)
+
     def _skip_norm(self, x: str, residual: str, weight: np.ndarray, scope: str) -> tuple[str, str]:
         out, _, _, summed = self.g.node(
             "SkipSimplifiedLayerNormalization", [x, residual, self._norm_weight(scope, weight)],
@@ -214,8 +219,7 @@ class DecoderBuilder:
             t = self._layer_tensors(i)
             scope = f"/model/layers.{i}/input_layernorm"
             if pending is None:
-                x = g.one("SimplifiedLayerNormalization", [residual, self._norm_weight(scope, t["input_norm"])],
-                          f"{scope}/SimplifiedLayerNormalization", axis=-1, epsilon=s.rms_norm_eps, stash_type=1)
+                x = self._rms_norm(residual, t["input_norm"], scope)
             else:
                 x, residual = self._skip_norm(pending, residual, t["input_norm"], scope)
             attn = self._attention(i, x, t, seqlens, total_len, cos, sin)

@@ -1,0 +1,118 @@
+"""A tiny random Qwen3 checkpoint builds for every target; executed targets carry parity numbers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from qwen_edge.errors import VerificationError
+from qwen_edge.graph.decoder import DecoderOptions
+from qwen_edge.precision import Precision
+from qwen_edge.target_build import build_targets
+from qwen_edge.target_parity import ParityRequest, greedy_tokens_ort
+from qwen_edge.targets import load_target_file, resolve_targets
+
+OWN_TARGETS = "cpu,openvino,directml,android,ios"
+
+
+@pytest.fixture(scope="module")
+def all_targets(tmp_path_factory, qwen3_ckpt):
+    out = tmp_path_factory.mktemp("targets")
+    manifests = build_targets(qwen3_ckpt, out, resolve_targets(OWN_TARGETS),
+                              lambda t: Precision.preset(t.default_precision), DecoderOptions(),
+                              parity=ParityRequest(gate=False))
+    return out, manifests
+
+
+def test_every_target_builds_with_its_manifest(all_targets):
+    out, manifests = all_targets
+    assert set(manifests) == set(OWN_TARGETS.split(","))
+    for name, m in manifests.items():
+        bundle = out / name
+        assert json.loads((bundle / "manifest.json").read_text())["target"]["name"] == name
+        assert (bundle / m["io"]["model_file"]).is_file()
+        if m["target"]["executed"]:
+            assert m["parity"]["parity"]["positions"] > 0
+            assert np.isfinite(m["parity"]["parity"]["kl_divergence_mean"])
+    dml = manifests["directml"]
+    assert dml["target"]["execution"] == "validated, not executed"
+    assert dml["parity"] == {"executed": False, "reason": "validated, not executed: no such device here"}
+    assert dml["precision"]["dtype"] == "fp16" and dml["precision"]["weights"] == "int4"
+    assert dml["passes"][0]["result"]["providers"]["DmlExecutionProvider"]["unsupported_nodes"] == 0
+    genai = json.loads((out / "directml" / "genai_config.json").read_text())
+    assert genai["model"]["decoder"]["session_options"]["provider_options"][0].keys() == {"dml"}
+
+
+def test_passes_are_recorded_with_olive_versions(all_targets):
+    _, manifests = all_targets
+    ov = manifests["openvino"]
+    names = [p["name"] for p in ov["passes"]]
+    assert names == ["openvino.convert", "openvino.compress_weights", "openvino.npu_config"]
+    assert ov["passes"][0]["olive_pass"] == "OpenVINOConversion" and ov["passes"][0]["olive_version"]
+    assert ov["passes"][1]["result"]["nncf_mode"] == "INT4_ASYM"
+    assert ov["io"]["model_file"] == "openvino_model.xml"
+    assert manifests["cpu"]["passes"] == []
+
+
+def test_mobile_bundles_ship_ort_and_reduced_build_config(all_targets):
+    out, manifests = all_targets
+    for name in ("android", "ios"):
+        m = manifests[name]
+        assert m["io"]["model_file"] == "model.ort"
+        assert not (out / name / "model.onnx").exists()
+        config = (out / name / "required_operators.config").read_text()
+        assert "com.microsoft" in config and "MatMulNBits" in config
+        ort_pass = m["passes"][-1]["result"]
+        assert ort_pass["within_budget"] is True and ort_pass["ort_bytes"] > 0
+
+
+def test_android_ort_matches_int4_cpu_greedy_tokens(all_targets):
+    out, _ = all_targets
+    prompt = np.array([5, 17, 42, 9, 77, 3], np.int64)
+    cpu = greedy_tokens_ort(out / "cpu", prompt, 12)
+    android = greedy_tokens_ort(out / "android", prompt, 12)
+    assert android == cpu
+
+
+def test_ort_model_computes_the_same_logits_as_the_cpu_bundle(tmp_path, qwen2_ckpt):
+    # Regression: converted at a lower optimization level than the CPU session uses, the .ort graph
+    # of a model with q/k/v biases was fused differently and its logits drifted (greedy tokens split
+    # on the trained Qwen2 model).
+    from qwen_edge.runtime import Model
+
+    build_targets(qwen2_ckpt, tmp_path, resolve_targets("cpu,android"), lambda t: Precision.preset("int4"),
+                  DecoderOptions())
+    ids = np.arange(3, 60, dtype=np.int64)
+    np.testing.assert_array_equal(Model(tmp_path / "android").logits(ids), Model(tmp_path / "cpu").logits(ids))
+
+
+def test_openvino_float_ir_matches_fp32_bundle(tmp_path, qwen3_ckpt):
+    from qwen_edge.openvino_runner import OpenVINOModel
+    from qwen_edge.runtime import Model
+
+    manifests = build_targets(qwen3_ckpt, tmp_path, resolve_targets("cpu,openvino"),
+                              lambda t: Precision.preset("fp32"), DecoderOptions())
+    assert manifests["openvino"]["passes"][1]["result"]["skipped"]
+    ids = np.arange(3, 40, dtype=np.int64)
+    ref = Model(tmp_path / "cpu").logits(ids)
+    ov = OpenVINOModel(tmp_path / "openvino")
+    np.testing.assert_allclose(ov.logits(ids), ref, atol=1e-4)
+    np.testing.assert_allclose(ov.cached_logits(ids, prefill=20), ref, atol=1e-4)
+
+
+def test_parity_outside_tolerance_fails_the_build_unless_told(tmp_path, qwen3_ckpt):
+    strict = (Path(__file__).resolve().parents[2] / "targets" / "cpu.toml").read_text() + \
+        "\n[parity.int4]\nmin_top1 = 1.0\nmax_kl = 0.0\n"
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "cpu.toml").write_text(strict)
+    target = load_target_file(tmp_path / "t" / "cpu.toml")
+    int4 = lambda t: Precision.preset("int4")  # noqa: E731
+    with pytest.raises(VerificationError, match="target 'cpu': parity outside tolerance"):
+        build_targets(qwen3_ckpt, tmp_path / "gated", [target], int4, DecoderOptions(), parity=ParityRequest())
+    assert not (tmp_path / "gated").exists()
+    m = build_targets(qwen3_ckpt, tmp_path / "told", [target], int4, DecoderOptions(),
+                      parity=ParityRequest(gate=False))["cpu"]
+    assert m["parity"]["passed"] is False and m["parity"]["gated"] is False
