@@ -220,6 +220,22 @@ def _format_verification(report: dict) -> str:
     return "\n".join(lines)
 
 
+def _active_weight_lines(m: dict) -> list[str]:
+    """Per-token figures (bundles built before they were recorded have none)."""
+    w, moe = m["weights"], m["architecture"].get("moe")
+    lines = []
+    if moe:
+        shared = f", shared expert {moe['shared_expert_intermediate_size']}" \
+            if moe["shared_expert_intermediate_size"] else ""
+        lines.append(f"experts:      {moe['num_experts']} x {moe['intermediate_size']} wide, top-{moe['top_k']}"
+                     f"{' renormalised' if moe['norm_topk_prob'] else ''}, in {len(moe['sparse_layers'])} of "
+                     f"{m['architecture']['num_layers']} layers{shared}")
+    if "active_parameters" not in w:
+        return lines
+    return lines + [f"per token:    {w['active_parameters']:,} active of {w['parameters']:,} parameters, "
+            f"{w['bytes_read_per_token'] / 1e6:.2f} MB of weights read"]
+
+
 def cmd_inspect(args: argparse.Namespace) -> int:
     from . import manifest as manifest_mod
 
@@ -233,6 +249,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         f"precision:    {m['precision']['name']} (block {m['precision']['block_size']}, "
         f"{'symmetric' if m['precision']['symmetric'] else 'asymmetric'}, method {m['precision']['method']})",
         f"weights:      {m['weights']['parameters']:,} parameters, {m['weights']['bits_per_weight']:.2f} bits/weight",
+    ] + _active_weight_lines(m) + [
         f"size:         {size / 1e6:.2f} MB in {len(m['files'])} files",
         f"context:      {m['io']['context_length']} tokens",
         f"target:       {m['target']['name']} ({m['target']['provider']})",

@@ -6,6 +6,10 @@ from typing import Any
 
 from .arch import ArchSpec
 
+# onnxruntime-genai picks its model class by type and knows no MoE variants; our MoE graphs have the
+# dense decoder's IO, so they run as the dense type.
+GENAI_MODEL_TYPES = {"qwen3_moe": "qwen3", "qwen2_moe": "qwen2"}
+
 
 def genai_config(spec: ArchSpec, *, model_type: str, context_length: int, generation, filename: str = "model.onnx",
                  provider_options: list[dict[str, Any]] | None = None, share_buffer: bool = False) -> dict[str, Any]:
@@ -38,7 +42,7 @@ def genai_config(spec: ArchSpec, *, model_type: str, context_length: int, genera
             },
             "eos_token_id": eos if len(eos) > 1 else eos[0],
             "pad_token_id": pad,
-            "type": model_type,
+            "type": GENAI_MODEL_TYPES.get(model_type, model_type),
             "vocab_size": spec.vocab_size,
         },
         "search": {

@@ -14,6 +14,7 @@ import numpy as np
 from .arch import adapter_for, rope_tables
 from .checkpoint import Checkpoint
 from .errors import ConfigError
+from .reference_moe import moe_mlp
 
 
 class NumpyReference:
@@ -74,6 +75,9 @@ class NumpyReference:
             attn = (scores / scores.sum(-1, keepdims=True)) @ v
             h = h + attn.transpose(1, 0, 2).reshape(n, s.q_size) @ t["o_proj"].T
             x = self._rms(h, t["post_attention_norm"])
+            if s.moe is not None and s.moe.is_sparse(i):
+                h = h + moe_mlp(x, i, s.moe, self._t, self.ckpt.has)
+                continue
             gate, up = x @ t["gate_proj"].T, x @ t["up_proj"].T
             h = h + (gate / (1 + np.exp(-gate)) * up) @ t["down_proj"].T
         x = self._rms(h, self._t(g["final_norm"]))

@@ -78,6 +78,38 @@ TINY_QWEN3: dict[str, Any] = {
     "rope_theta": 1000000.0,
 }
 
+# Mixture-of-experts: a dense layer among sparse ones (mlp_only_layers / decoder_sparse_step), both
+# values of norm_topk_prob, and Qwen2-MoE's shared expert.
+TINY_QWEN3_MOE: dict[str, Any] = {
+    **{k: v for k, v in TINY_QWEN3.items() if k != "use_sliding_window"},
+    "architectures": ["Qwen3MoeForCausalLM"],
+    "model_type": "qwen3_moe",
+    "num_hidden_layers": 3,
+    "intermediate_size": 96,
+    "moe_intermediate_size": 32,
+    "num_experts": 8,
+    "num_experts_per_tok": 2,
+    "norm_topk_prob": True,
+    "decoder_sparse_step": 1,
+    "mlp_only_layers": [1],
+}
+
+TINY_QWEN2_MOE: dict[str, Any] = {
+    **{k: v for k, v in TINY_QWEN2.items() if k != "use_sliding_window"},
+    "architectures": ["Qwen2MoeForCausalLM"],
+    "model_type": "qwen2_moe",
+    "num_hidden_layers": 4,
+    "intermediate_size": 96,
+    "moe_intermediate_size": 32,
+    "shared_expert_intermediate_size": 64,
+    "num_experts": 8,
+    "num_experts_per_tok": 3,
+    "norm_topk_prob": False,
+    "decoder_sparse_step": 2,
+    "mlp_only_layers": [],
+    "tie_word_embeddings": False,
+}
+
 
 def make_tokenizer(vocab_size: int):
     """A byte-level BPE (Qwen2 style) trained on a small embedded corpus, with Qwen's special tokens."""

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import settings
 
 
-from qwen_edge.tiny import TINY_QWEN2, TINY_QWEN3, write_tokenizer_files
+from qwen_edge.tiny import TINY_QWEN2, TINY_QWEN2_MOE, TINY_QWEN3, TINY_QWEN3_MOE, write_tokenizer_files
 
 REPO = Path(__file__).resolve().parent.parent
 TRAINED_MODEL = Path(os.environ.get("QWEN_EDGE_TRAINED_MODEL", REPO.parent / "shared" / "models" / "qwen2-code-30m"))
@@ -26,6 +26,8 @@ settings.load_profile("explore" if os.environ.get("QWEN_EDGE_HYPOTHESIS") == "ex
 TINY_CONFIGS = {
     "Qwen2ForCausalLM": TINY_QWEN2,
     "Qwen3ForCausalLM": TINY_QWEN3,
+    "Qwen2MoeForCausalLM": TINY_QWEN2_MOE,
+    "Qwen3MoeForCausalLM": TINY_QWEN3_MOE,
 }
 
 
@@ -57,6 +59,8 @@ def make_hf_checkpoint(directory: Path, config: dict, *, seed: int = 0, dtype: s
                 p.normal_(0.0, 0.5)
             elif p.ndim == 2:  # the default 0.02 init gives near-flat logits that hide errors
                 p.normal_(0.0, p.shape[1] ** -0.5)
+            elif p.ndim == 3:  # stacked experts [E, out, in] (transformers 5)
+                p.normal_(0.0, p.shape[2] ** -0.5)
     model = model.to(getattr(torch, dtype))
     kwargs = {"max_shard_size": max_shard_size} if max_shard_size else {}
     model.save_pretrained(directory, safe_serialization=True, **kwargs)
@@ -74,6 +78,16 @@ def qwen2_ckpt(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def qwen3_ckpt(tmp_path_factory) -> Path:
     return make_hf_checkpoint(tmp_path_factory.mktemp("qwen3") / "ckpt", TINY_QWEN3, seed=1)
+
+
+@pytest.fixture(scope="session")
+def qwen3_moe_ckpt(tmp_path_factory) -> Path:
+    return make_hf_checkpoint(tmp_path_factory.mktemp("qwen3_moe") / "ckpt", TINY_QWEN3_MOE, seed=2)
+
+
+@pytest.fixture(scope="session")
+def qwen2_moe_ckpt(tmp_path_factory) -> Path:
+    return make_hf_checkpoint(tmp_path_factory.mktemp("qwen2_moe") / "ckpt", TINY_QWEN2_MOE, seed=4)
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
 
 from ..errors import CheckpointError, UnsupportedArchitectureError
+from .moe import MoeSpec
 from .rope import RopeSpec
 
 _REGISTRY: dict[str, type["ArchAdapter"]] = {}
@@ -66,6 +67,8 @@ class ArchSpec:
     rope: RopeSpec
     # Per layer: the sliding-window size, or 0 for full attention.
     sliding_windows: tuple[int, ...] = field(default=())
+    # Mixture-of-experts layers (None for dense models).
+    moe: MoeSpec | None = None
 
     def __post_init__(self) -> None:
         for key in ("hidden_size", "num_layers", "num_heads", "num_kv_heads", "head_dim",

@@ -230,6 +230,7 @@ class Checkpoint:
         self._where: dict[str, str] = {}
         self._files: dict[str, Path] = {}
         self._consumed: set[str] = set()
+        self._indices_read: dict[str, set[int]] = {}
 
     # ----------------------------------------------------------------------------- opening
     @classmethod
@@ -382,6 +383,16 @@ class Checkpoint:
         """Read one tensor (see `SafetensorsFile.read`) and mark it consumed."""
         out = self._shard_of(name).read(name, dtype=dtype)
         self._consumed.add(name)
+        return out
+
+    def read_index(self, name: str, index: int, *, dtype: Any = np.float32) -> np.ndarray:
+        """Read `tensor[index]` along the first axis; the tensor counts as consumed once every
+        index has been read."""
+        out = self._shard_of(name).read_index(name, index, dtype=dtype)
+        seen = self._indices_read.setdefault(name, set())
+        seen.add(index)
+        if len(seen) == self.tensor_info(name).shape[0]:
+            self._consumed.add(name)
         return out
 
     def unconsumed(self) -> list[str]:

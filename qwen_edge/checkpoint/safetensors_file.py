@@ -274,8 +274,22 @@ class SafetensorsFile:
         `dtype` as numpy would. `dtype=None` keeps the stored type (BF16 comes back as float32).
         A float tensor holding NaN or Inf raises CheckpointError naming it.
         """
+        return self._read_info(self.info(name), dtype)
+
+    def read_index(self, name: str, index: int, *, dtype: Any = np.float32) -> np.ndarray:
+        """Copy `tensor[index]` (one slice along the first axis) out of the file, converted as `read`
+        does: a stacked [experts, ...] tensor can be streamed one expert at a time."""
         info = self.info(name)
-        t = f"{_clean(self.path.name)}: tensor {_short(name)}"
+        if not info.shape or not 0 <= index < info.shape[0]:
+            raise CheckpointError(f"{_clean(self.path.name)}: tensor {_short(name)} has no index {index} "
+                                  f"along its first axis (shape {list(info.shape)})")
+        step = info.nbytes // info.shape[0]
+        start = info.start + index * step
+        sub = TensorInfo(f"{name}[{index}]", info.dtype, info.shape[1:], start, start + step)
+        return self._read_info(sub, dtype)
+
+    def _read_info(self, info: TensorInfo, dtype: Any) -> np.ndarray:
+        t = f"{_clean(self.path.name)}: tensor {_short(info.name)}"
         if info.dtype in UNREADABLE_DTYPES:
             raise CheckpointError(f"{t}: dtype {info.dtype} (float8) cannot be read; dequantize the checkpoint first")
         stored = np.dtype(DTYPES[info.dtype][1])

@@ -61,6 +61,21 @@ class GraphBuilder:
         self.initializers.append(self.writer.tensor(name, array))
         return name
 
+    def weight_stream(self, name: str, dtype, shape: tuple[int, ...], pieces) -> str:
+        """A large initializer written piece by piece (see ExternalDataWriter.stream)."""
+        if name in self._initializer_names:
+            raise GraphError(f"initializer '{name}' defined twice")
+
+        def checked():
+            for piece in pieces:
+                if piece.dtype.kind == "f" and not np.isfinite(piece).all():
+                    raise GraphError(f"initializer '{name}' contains NaN or Inf")
+                yield piece
+
+        self._initializer_names.add(name)
+        self.initializers.append(self.writer.stream(name, dtype, tuple(shape), checked()))
+        return name
+
     def const(self, array: Any, dtype: Any = None) -> str:
         """A small constant, named by its content so equal constants are shared."""
         arr = np.asarray(array, dtype=dtype)

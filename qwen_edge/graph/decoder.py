@@ -245,7 +245,8 @@ class DecoderBuilder:
             if self.ckpt.has(name):
                 self.ckpt.read(name)  # stored redundantly by some exporters: consumed, not used
             if p.lm_head == "float" and embed_float_name is not None:
-                return self.lin.tied_float_head(x, embed_float_name, "/lm_head")
+                return self.lin.tied_float_head(x, embed_float_name, "/lm_head",
+                                                nbytes=shape[0] * shape[1] * np.dtype(self.np_dtype).itemsize)
             weight = self._read(self.adapter.GLOBAL_TENSORS["embed"], shape)
             shared = p.lm_head == p.embeddings
         else:

@@ -20,11 +20,24 @@ class WeightStats:
     parameters: int = 0
     stored_bytes: int = 0
     by_format: dict[str, int] = field(default_factory=dict)
+    # Per generated token: parameters used (experts count k/E of their size; an embedding table
+    # counts fully, by convention) and weight bytes read (an embedding table: one row).
+    active_parameters: float = 0.0
+    bytes_read_per_token: float = 0.0
 
-    def add(self, fmt: str, parameters: int, stored_bytes: int) -> None:
+    def add(self, fmt: str, parameters: int, stored_bytes: int, *, active: float = 1.0,
+            read: float | None = None) -> None:
+        """`active`: the fraction of these weights one token uses; `read`: the fraction of their bytes
+        one token reads (default: `active`)."""
         self.parameters += parameters
         self.stored_bytes += stored_bytes
         self.by_format[fmt] = self.by_format.get(fmt, 0) + parameters
+        self.active_parameters += parameters * active
+        self.bytes_read_per_token += stored_bytes * (active if read is None else read)
+
+    def add_read(self, nbytes: int) -> None:
+        """Bytes read per token from weights counted elsewhere (a head tied to the embedding)."""
+        self.bytes_read_per_token += nbytes
 
     def to_dict(self) -> dict:
         bits = 8.0 * self.stored_bytes / self.parameters if self.parameters else 0.0
@@ -33,6 +46,8 @@ class WeightStats:
             "stored_bytes": self.stored_bytes,
             "bits_per_weight": round(bits, 4),
             "parameters_by_format": dict(sorted(self.by_format.items())),
+            "active_parameters": int(round(self.active_parameters)),
+            "bytes_read_per_token": int(round(self.bytes_read_per_token)),
         }
 
 
@@ -71,6 +86,8 @@ class LinearFactory:
                       accuracy_level=self.precision.accuracy_level)
             if not shared_storage:
                 self.stats.add(fmt, n * k, bq.nbytes(self.float_dtype))
+            else:
+                self.stats.add_read(bq.nbytes(self.float_dtype))
         if bias is not None:
             b = g.weight(f"{scope}/bias", bias.astype(self.float_dtype))
             y = g.one("Add", [y, b], f"{scope}/Add")
@@ -82,7 +99,7 @@ class LinearFactory:
         vocab, hidden = table.shape
         if fmt == "float":
             w = g.weight(f"{scope}/weight", table.astype(self.float_dtype))
-            self.stats.add(fmt, table.size, table.size * np.dtype(self.float_dtype).itemsize)
+            self.stats.add(fmt, table.size, table.size * np.dtype(self.float_dtype).itemsize, read=1.0 / vocab)
             return g.one("Gather", [w, ids], f"{scope}/Gather")
         bq = quantize_blockwise(table, self._quant_spec(fmt), name=scope)
         tensors = bq.gather_block_quantized_tensors(self.float_dtype)
@@ -90,11 +107,12 @@ class LinearFactory:
                   g.weight(f"{scope}/weight.scales", tensors["scales"])]
         if "zero_points" in tensors:
             inputs.append(g.weight(f"{scope}/weight.zero_points", tensors["zero_points"]))
-        self.stats.add(fmt, table.size, bq.nbytes(self.float_dtype))
+        self.stats.add(fmt, table.size, bq.nbytes(self.float_dtype), read=1.0 / vocab)
         return g.one("GatherBlockQuantized", inputs, f"{scope}/GatherBlockQuantized", domain=MS_DOMAIN,
                      gather_axis=0, quantize_axis=1, block_size=bq.spec.block_size, bits=bq.spec.bits)
 
-    def tied_float_head(self, x: str, embedding_weight_name: str, scope: str) -> str:
-        """logits = x @ E.T reusing the embedding table, without storing a transposed copy."""
+    def tied_float_head(self, x: str, embedding_weight_name: str, scope: str, nbytes: int = 0) -> str:
+        """logits = x @ E.T reusing the embedding table (of `nbytes`), without storing a transposed copy."""
+        self.stats.add_read(nbytes)
         return self.g.one("FusedMatMul", [x, embedding_weight_name], f"{scope}/FusedMatMul",
                           domain=MS_DOMAIN, transB=1, alpha=1.0)

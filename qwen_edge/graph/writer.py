@@ -56,10 +56,38 @@ class ExternalDataWriter:
             self._offset += len(data)
             self.bytes_written += len(data)
             self._by_digest[digest] = located
+        return self._external_proto(name, array.dtype, array.shape, located)
+
+    def stream(self, name: str, dtype, shape: tuple[int, ...], chunks) -> TensorProto:
+        """Write one large tensor from an iterable of consecutive pieces (C order), so that only one
+        piece is in memory at a time. Streamed tensors are not de-duplicated."""
+        dtype = np.dtype(dtype)
+        expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        pad = (-self._offset) % _ALIGN_LARGE
+        if pad:
+            self._file.write(b"\0" * pad)
+            self._offset += pad
+        start = self._offset
+        for piece in chunks:
+            piece = np.ascontiguousarray(piece)
+            if piece.dtype != dtype:
+                raise GraphError(f"tensor '{name}': streamed piece has dtype {piece.dtype}, expected {dtype}")
+            data = piece.tobytes()
+            if self._offset - start + len(data) > expected:
+                raise GraphError(f"tensor '{name}': streamed pieces exceed shape {list(shape)}")
+            self._file.write(data)
+            self._offset += len(data)
+        length = self._offset - start
+        if length != expected:
+            raise GraphError(f"tensor '{name}': streamed {length} bytes, shape {list(shape)} needs {expected}")
+        self.bytes_written += length
+        return self._external_proto(name, dtype, shape, (start, length))
+
+    def _external_proto(self, name: str, dtype, shape, located: tuple[int, int]) -> TensorProto:
         proto = TensorProto()
         proto.name = name
-        proto.data_type = helper.np_dtype_to_tensor_dtype(array.dtype)
-        proto.dims.extend(array.shape)
+        proto.data_type = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+        proto.dims.extend(shape)
         proto.data_location = TensorProto.EXTERNAL
         for key, value in (("location", self.location), ("offset", str(located[0])), ("length", str(located[1]))):
             entry = proto.external_data.add()

@@ -1,0 +1,230 @@
+"""Decode speed of an int4 Qwen3-MoE with the Qwen3-30B-A3B layout against a dense Qwen3 of the same
+active size, and the MoE build's peak RSS against its largest shard.
+
+The MoE has the real layer shape (hidden 2048, 32/4 heads of 128, 128 experts of width 768, top-8,
+vocab 151936) but only `--layers` layers so that it fits a small machine; the dense model has the
+same attention and a 6144-wide MLP (= 8 x 768), so both read the same number of parameters per token.
+Weights are random (bf16), written shard by shard without holding a shard in memory; each layer is
+one shard, the embedding and the head another. Builds run in child processes (the conversion, then
+the smoke test, i.e. onnxruntime loading the bundle, measured apart) so
+that the child's VmHWM is the build's own peak (not ru_maxrss: Linux carries that across exec, so a
+child would inherit this script's peak).
+
+    python benchmarks/moe_decode.py --layers 8
+
+Writes benchmarks/results/moe_decode-<layers>l.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from qwen_edge.tiny import write_tokenizer_files  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results"
+WORK = ROOT / "benchmarks" / "work"
+
+QWEN3_30B_A3B = {
+    "architectures": ["Qwen3MoeForCausalLM"], "model_type": "qwen3_moe",
+    "hidden_size": 2048, "num_attention_heads": 32, "num_key_value_heads": 4, "head_dim": 128,
+    "intermediate_size": 6144, "moe_intermediate_size": 768, "num_experts": 128, "num_experts_per_tok": 8,
+    "norm_topk_prob": True, "decoder_sparse_step": 1, "mlp_only_layers": [], "vocab_size": 151936,
+    "max_position_embeddings": 40960, "rms_norm_eps": 1e-6, "rope_theta": 1000000.0, "hidden_act": "silu",
+    "tie_word_embeddings": False, "attention_bias": False, "torch_dtype": "bfloat16",
+}
+DENSE_SAME_ACTIVE = {
+    **{k: v for k, v in QWEN3_30B_A3B.items() if k not in ("moe_intermediate_size", "num_experts",
+                                                            "num_experts_per_tok", "norm_topk_prob",
+                                                            "decoder_sparse_step", "mlp_only_layers")},
+    "architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3",
+    "intermediate_size": 8 * 768,
+}
+
+
+def _bf16(x: np.ndarray) -> bytes:
+    bits = x.astype(np.float32).view(np.uint32)
+    return ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16).tobytes()
+
+
+def _layer_shapes(c: dict, i: int) -> dict[str, tuple[int, ...]]:
+    h, d = c["hidden_size"], c["head_dim"]
+    q, kv = c["num_attention_heads"] * d, c["num_key_value_heads"] * d
+    p = f"model.layers.{i}"
+    shapes = {f"{p}.input_layernorm.weight": (h,), f"{p}.post_attention_layernorm.weight": (h,),
+              f"{p}.self_attn.q_proj.weight": (q, h), f"{p}.self_attn.k_proj.weight": (kv, h),
+              f"{p}.self_attn.v_proj.weight": (kv, h), f"{p}.self_attn.o_proj.weight": (h, q),
+              f"{p}.self_attn.q_norm.weight": (d,), f"{p}.self_attn.k_norm.weight": (d,)}
+    if "num_experts" in c:
+        m = c["moe_intermediate_size"]
+        shapes[f"{p}.mlp.gate.weight"] = (c["num_experts"], h)
+        for e in range(c["num_experts"]):
+            shapes |= {f"{p}.mlp.experts.{e}.gate_proj.weight": (m, h), f"{p}.mlp.experts.{e}.up_proj.weight": (m, h),
+                       f"{p}.mlp.experts.{e}.down_proj.weight": (h, m)}
+    else:
+        m = c["intermediate_size"]
+        shapes |= {f"{p}.mlp.gate_proj.weight": (m, h), f"{p}.mlp.up_proj.weight": (m, h),
+                   f"{p}.mlp.down_proj.weight": (h, m)}
+    return shapes
+
+
+def _write_shard(path: Path, shapes: dict[str, tuple[int, ...]], rng: np.random.Generator) -> int:
+    """A BF16 safetensors file, each tensor generated and written on its own."""
+    header, offset = {}, 0
+    for name in sorted(shapes):
+        n = int(np.prod(shapes[name])) * 2
+        header[name] = {"dtype": "BF16", "shape": list(shapes[name]), "data_offsets": [offset, offset + n]}
+        offset += n
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)
+    with open(path, "wb") as fh:
+        fh.write(len(raw).to_bytes(8, "little") + raw)
+        for name in sorted(shapes):
+            shape = shapes[name]
+            if len(shape) == 1:  # norms near 1
+                fh.write(_bf16(1.0 + 0.1 * rng.standard_normal(shape, dtype=np.float32)))
+                continue
+            std = np.float32(0.02 if "embed_tokens" in name else shape[1] ** -0.5)
+            rows = max(1, (1 << 22) // shape[1])  # a few MB at a time: this process stays small
+            for r in range(0, shape[0], rows):
+                part = (min(shape[0], r + rows) - r,) + tuple(shape[1:])
+                fh.write(_bf16(rng.standard_normal(part, dtype=np.float32) * std))
+    return path.stat().st_size
+
+
+def make_checkpoint(out: Path, config: dict, layers: int, seed: int = 0) -> dict:
+    if (out / "model.safetensors.index.json").is_file():
+        return json.loads((out / "make.json").read_text())
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    c = dict(config, num_hidden_layers=layers)
+    tok = write_tokenizer_files(out, 1024)
+    c["bos_token_id"], c["eos_token_id"] = tok.token_to_id("<|endoftext|>"), tok.token_to_id("<|im_end|>")
+    (out / "config.json").write_text(json.dumps(c, indent=2))
+    h, v = c["hidden_size"], c["vocab_size"]
+    shards = {"model-outer.safetensors": {"model.embed_tokens.weight": (v, h), "lm_head.weight": (v, h),
+                                          "model.norm.weight": (h,)}}
+    for i in range(layers):
+        shards[f"model-layer{i:02d}.safetensors"] = _layer_shapes(c, i)
+    sizes, weight_map = {}, {}
+    for fname, shapes in shards.items():
+        sizes[fname] = _write_shard(out / fname, shapes, rng)
+        weight_map |= {name: fname for name in shapes}
+    total = sum(sizes.values())
+    (out / "model.safetensors.index.json").write_text(json.dumps(
+        {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}))
+    info = {"shard_bytes": sizes, "largest_shard_bytes": max(sizes.values()), "weight_file_bytes": total}
+    (out / "make.json").write_text(json.dumps(info))
+    return info
+
+
+def build_in_child(ckpt: Path, out: Path, precision: str) -> dict:
+    shutil.rmtree(out, ignore_errors=True)
+    code = ("import sys, time, json; from pathlib import Path; "
+            "from qwen_edge.build import BuildRequest, build; from qwen_edge.precision import Precision; "
+            "t = time.perf_counter(); m = build(BuildRequest(Path(sys.argv[1]), Path(sys.argv[2]), "
+            "Precision.preset(sys.argv[3]), smoke_test=False)); "
+            "hwm = [int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM')][0]; "
+            "print(json.dumps({'wall_s': time.perf_counter() - t, 'weights': m['weights'], "
+            "'peak_rss_bytes': hwm * 1024}))")
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.run([sys.executable, "-c", code, str(ckpt), str(out), precision], capture_output=True,
+                          text=True, env=env)
+    if proc.returncode != 0:
+        raise SystemExit(f"build of {ckpt.name} failed: {proc.stderr.strip().splitlines()[-3:]}")
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result["smoke_test_peak_rss_bytes"] = smoke_test_in_child(out)
+    result["bundle_bytes"] = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    return result
+
+
+def smoke_test_in_child(bundle: Path) -> int:
+    """Peak RSS of the build's last step on its own: onnxruntime loading the bundle and running two
+    tokens (the same load the runtime does)."""
+    code = ("import sys, json; from pathlib import Path; from types import SimpleNamespace; "
+            "from qwen_edge.build import _smoke_test; from qwen_edge.precision import Precision; "
+            "a = json.load(open(Path(sys.argv[1]) / 'manifest.json'))['architecture']; "
+            "_smoke_test(Path(sys.argv[1]) / 'model.onnx', SimpleNamespace(**a), Precision.preset(sys.argv[2])); "
+            "print([int(l.split()[1]) * 1024 for l in open('/proc/self/status') if l.startswith('VmHWM')][0])")
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.run([sys.executable, "-c", code, str(bundle), "int4"], capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        raise SystemExit(f"smoke test of {bundle} failed: {proc.stderr.strip().splitlines()[-3:]}")
+    return int(proc.stdout.strip().splitlines()[-1])
+
+
+def decode_speed(bundle: Path, threads: int, prompt_tokens: int, new_tokens: int, runs: int) -> dict:
+    code = ("import sys, json; from qwen_edge.runtime import Model, Generator; "
+            "from qwen_edge.runtime.model import RuntimeOptions; from qwen_edge.runtime.bench import benchmark; "
+            "g = Generator(Model(sys.argv[1], RuntimeOptions(intra_op_threads=int(sys.argv[2])))); "
+            "print(json.dumps(benchmark(g, prompt_tokens=int(sys.argv[3]), new_tokens=int(sys.argv[4]), "
+            "runs=int(sys.argv[5]))))")
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.run([sys.executable, "-c", code, str(bundle), str(threads), str(prompt_tokens),
+                           str(new_tokens), str(runs)], capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        raise SystemExit(f"benchmark of {bundle} failed: {proc.stderr.strip().splitlines()[-3:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--layers", type=int, default=8)
+    ap.add_argument("--precision", default="int4")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--prompt-tokens", type=int, default=32)
+    ap.add_argument("--new-tokens", type=int, default=32)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--keep", action="store_true", help="keep checkpoints and bundles in benchmarks/work")
+    args = ap.parse_args()
+    result: dict = {"layers": args.layers, "precision": args.precision, "threads": args.threads,
+                    "machine": {"cpus": len(os.sched_getaffinity(0)), "platform": platform.platform(),
+                                "python": platform.python_version()},
+                    "note": "2-core machine shared with other jobs: timings are noisy"}
+    for kind, config in (("moe", QWEN3_30B_A3B), ("dense", DENSE_SAME_ACTIVE)):
+        ckpt = WORK / f"{kind}-{args.layers}l-ckpt"
+        bundle = WORK / f"{kind}-{args.layers}l-{args.precision}"
+        t = time.perf_counter()
+        made = make_checkpoint(ckpt, config, args.layers)
+        entry = {"checkpoint": made | {"make_s": round(time.perf_counter() - t, 1)}}
+        entry["build"] = build_in_child(ckpt, bundle, args.precision)
+        entry["decode"] = decode_speed(bundle, args.threads, args.prompt_tokens, args.new_tokens, args.runs)
+        result[kind] = entry
+        print(kind, json.dumps({k: entry["build"][k] for k in ("wall_s", "peak_rss_bytes")}),
+              entry["decode"]["decode_tokens_per_s_median"], flush=True)
+        if not args.keep:
+            shutil.rmtree(bundle, ignore_errors=True)
+    moe = result["moe"]
+    # The output layer's working set: the lm_head widened to float32 (its quantized copy and the
+    # quantizer's row chunks are small beside it).
+    h, v = QWEN3_30B_A3B["hidden_size"], QWEN3_30B_A3B["vocab_size"]
+    output_layer = v * h * 4
+    limit = 1.5 * moe["checkpoint"]["largest_shard_bytes"] + output_layer
+    result["build_memory"] = {"peak_rss_bytes": moe["build"]["peak_rss_bytes"],
+                              "smoke_test_peak_rss_bytes": moe["build"]["smoke_test_peak_rss_bytes"],
+                              "largest_shard_bytes": moe["checkpoint"]["largest_shard_bytes"],
+                              "output_layer_working_set_bytes": output_layer,
+                              "limit_bytes": int(limit), "within_limit": moe["build"]["peak_rss_bytes"] <= limit}
+    result["decode_ratio_moe_over_dense"] = (moe["decode"]["decode_tokens_per_s_median"]
+                                             / result["dense"]["decode"]["decode_tokens_per_s_median"])
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"moe_decode-{args.layers}l-{args.precision}.json"
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
