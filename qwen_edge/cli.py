@@ -70,8 +70,12 @@ def cmd_build(args: argparse.Namespace) -> int:
     from .graph.decoder import DecoderOptions
     from .precision import Precision
 
+    if args.target == "npu-qnn":  # issue 3 QNN branch; the lead re-wires this through the builder registry
+        from .qnn.cli import build_command
+
+        return build_command(args, Progress(not (args.quiet or args.json)), _emit)
     precision = Precision.preset(
-        args.precision, block_size=args.block_size, symmetric=True if args.symmetric else None,
+        args.precision or "int4", block_size=args.block_size, symmetric=True if args.symmetric else None,
         accuracy_level=args.accuracy_level, method=args.quant_method,
         embeddings=args.embeddings, lm_head=args.lm_head,
     )
@@ -183,6 +187,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from .verification import run_verification
 
     progress = Progress(not (args.quiet or args.json))
+    if manifest_mod.load(Path(args.bundle))["target"].get("builder") == "qnn-static":  # issue 3 QNN branch
+        from .qnn.cli import verify_command
+
+        return verify_command(args, progress, _emit, _format_verification)
     report = run_verification(Path(args.bundle), Path(args.reference), reference_kind=args.reference_kind,
                               text_file=Path(args.text) if args.text else None, context=args.context,
                               max_tokens=args.max_tokens, threads=args.threads, progress=progress,
@@ -266,7 +274,8 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("checkpoint")
     b.add_argument("-o", "--output", required=True)
     b.add_argument("--target", default="cpu")
-    b.add_argument("--precision", default="int4", choices=["fp32", "fp16", "int8", "int4"])
+    b.add_argument("--precision", default=None, choices=["fp32", "fp16", "int8", "int4", "w8a16", "w4a16"],
+                   help="weight format (default: int4; npu-qnn: w8a16)")
     b.add_argument("--block-size", type=int, default=None)
     b.add_argument("--symmetric", action="store_true", help="symmetric int4/int8 (no zero points)")
     b.add_argument("--accuracy-level", type=int, default=None, help="MatMulNBits accuracy_level (0-4)")
@@ -274,6 +283,9 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--embeddings", choices=["float", "int8", "int4"], default=None)
     b.add_argument("--lm-head", choices=["float", "int8", "int4"], default=None)
     b.add_argument("--max-length", type=int, default=None, help="context length of the bundle (default: the model's)")
+    from .qnn.cli import add_build_arguments
+
+    add_build_arguments(b)
     common(b)
     b.set_defaults(func=cmd_build)
 

@@ -19,8 +19,10 @@ class QnnOptions:
     `context` is the KV-cache capacity (prompt plus generated tokens); `chunk` the prefill
     graph's fixed token count. `precision` w8a16/w4a16 are QDQ with 16-bit activations and
     8/4-bit per-channel symmetric weights; fp32 is the float graph (still standard ops, static
-    shapes) for checking the graph itself. Parity is measured on `parity_tokens` tokens of the
-    calibration text and gated by `min_top1` / `max_kl` unless `enforce_parity` is off.
+    shapes) for checking the graph itself. Parity against the float graphs is measured on the first
+    `parity_prompts` of qwen_edge.verify.PROMPTS (at most `parity_tokens` tokens each, the last
+    `parity_decode_tokens` through the decode graph) and gated by `min_top1` / `max_kl` unless
+    `enforce_parity` is off.
     """
 
     precision: str = "w8a16"
@@ -33,6 +35,8 @@ class QnnOptions:
     context_binary: bool = False
     enforce_parity: bool = True
     parity_tokens: int = 128
+    parity_prompts: int = 3
+    parity_decode_tokens: int = 4
     min_top1: float | None = None
     max_kl: float | None = None
     disable_cpu_fallback: bool = True
@@ -42,10 +46,12 @@ class QnnOptions:
             raise ConfigError(f"qnn options: precision '{self.precision}' is not one of {', '.join(PRECISIONS)}")
         if self.norm_style not in NORM_STYLES:
             raise ConfigError(f"qnn options: norm_style '{self.norm_style}' is not one of {', '.join(NORM_STYLES)}")
-        for key in ("context", "chunk", "calibration_tokens", "parity_tokens"):
+        for key in ("context", "chunk", "calibration_tokens", "parity_tokens", "parity_prompts"):
             value = getattr(self, key)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ConfigError(f"qnn options: '{key}' must be a positive integer, got {value!r}")
+        if self.parity_decode_tokens < 0:
+            raise ConfigError("qnn options: 'parity_decode_tokens' must not be negative")
         if self.decode_calibration_steps < 0:
             raise ConfigError("qnn options: 'decode_calibration_steps' must not be negative")
         if self.chunk > self.context:

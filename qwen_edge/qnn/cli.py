@@ -1,0 +1,67 @@
+"""Command-line glue for the npu-qnn target (kept apart from cli.py so it merges cleanly)."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from ..errors import ConfigError
+
+DEFAULT_CONTEXT = 1024
+
+
+def add_build_arguments(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("npu-qnn")
+    g.add_argument("--chunk", type=int, default=128, help="npu-qnn: prefill graph chunk (tokens)")
+    g.add_argument("--calibration-text", default=None,
+                   help="npu-qnn: local text file for QDQ calibration (default: a built-in corpus)")
+    g.add_argument("--calibration-tokens", type=int, default=1024, help="npu-qnn: calibration tokens")
+    g.add_argument("--context-binary", action="store_true",
+                   help="npu-qnn: also compile each graph to an EPContext model (QNN context binary)")
+    g.add_argument("--no-parity-gate", action="store_true",
+                   help="keep the bundle even when parity is outside the recipe's tolerance (recorded)")
+
+
+def build_command(args: argparse.Namespace, progress, emit) -> int:
+    from .build import build_qnn
+    from .options import QnnOptions
+
+    precision = args.precision or "w8a16"
+    if precision not in ("w8a16", "w4a16", "fp32"):
+        raise ConfigError(f"--precision {precision}: npu-qnn builds w8a16, w4a16 or fp32")
+    options = QnnOptions(
+        precision=precision, context=args.max_length or DEFAULT_CONTEXT, chunk=args.chunk,
+        calibration_text=Path(args.calibration_text) if args.calibration_text else None,
+        calibration_tokens=args.calibration_tokens, context_binary=args.context_binary,
+        enforce_parity=not args.no_parity_gate,
+    )
+    start = time.perf_counter()
+    manifest = build_qnn(Path(args.checkpoint), Path(args.output), options=options, progress=progress)
+    seconds = time.perf_counter() - start
+    size = sum(f["bytes"] for f in manifest["files"].values())
+    placement = manifest["qnn"]["placement"]
+    parity = manifest["quality"]["parity"]
+    emit(args, {"output": str(args.output), "seconds": round(seconds, 3), "bundle_bytes": size,
+                "precision": manifest["precision"], "weights": manifest["weights"], "placement": placement,
+                "quality": manifest["quality"]},
+         f"built {args.output} (npu-qnn {precision}, {size / 1e6:.2f} MB) in {seconds:.1f}s\n"
+         + "\n".join(f"  {k}: {p['on_npu']}/{p['nodes']} nodes on the QNN HTP" for k, p in placement.items())
+         + f"\n  parity vs float: prefill top-1 {parity['prefill']['top1_agreement'] * 100:.2f}%, "
+           f"decode top-1 {parity['decode']['top1_agreement'] * 100:.2f}%, "
+           f"KL {parity['prefill']['kl_divergence_mean']:.3g}")
+    return 0
+
+
+def verify_command(args: argparse.Namespace, progress, emit, format_report) -> int:
+    from .verification import run_qnn_verification
+
+    report = run_qnn_verification(Path(args.bundle), Path(args.reference), reference_kind=args.reference_kind,
+                                  text_file=Path(args.text) if args.text else None, context=args.context,
+                                  max_tokens=args.max_tokens, progress=progress,
+                                  max_ppl_increase=args.max_ppl_increase)
+    text = format_report(report)
+    placement = "; ".join(f"{k}: {p['on_npu']}/{p['nodes']} nodes on the QNN HTP"
+                          for k, p in report["placement"].items())
+    emit(args, report, f"{placement}\n{text}")
+    return 0 if report["passed"] else 6
