@@ -29,6 +29,7 @@ from .calibration import calibration_ids, record_feeds
 from .float_graphs import DECODE_FILE, PREFILL_FILE, WEIGHTS_FILE, write_float_pair
 from .options import QnnOptions
 from .parity import gate, measure, tolerance
+from .olive_quantize import olive_qdq_quantize
 from .quantize import QdqRecipe, qdq_quantize, repack
 from .runner import StaticGeometry, StaticRunner, session_runner
 from .session import cpu_session, htp_session, placement, qnn_versions
@@ -108,13 +109,20 @@ def build_qnn(checkpoint: Path, output: Path, *, options: QnnOptions = QnnOption
                 quantized, results = {}, {}
                 for k, (key, reader) in enumerate(zip(("prefill", "decode"), feeds)):
                     progress("quantize", k, 2)
-                    quantized[files[key]] = tmp / "qdq" / files[key]
-                    quantized[files[key]].parent.mkdir(exist_ok=True)
-                    results[key] = qdq_quantize(sources[key], quantized[files[key]], reader, recipe)
+                    if options.quantizer == "olive":
+                        quantized[files[key]], results[key] = olive_qdq_quantize(
+                            sources[key], tmp / f"olive_{key}", reader, recipe)
+                    else:
+                        quantized[files[key]] = tmp / "qdq" / files[key]
+                        quantized[files[key]].parent.mkdir(exist_ok=True)
+                        results[key] = qdq_quantize(sources[key], quantized[files[key]], reader, recipe)
                 progress("quantize", 2, 2)
                 timings["quantize_s"] = time.perf_counter() - t0
-                passes.append({"name": "qnn_static_qdq", "implementation": "onnxruntime.quantization "
-                               "(get_qnn_qdq_config + quantize) with qwen_edge.qnn.quantize overrides",
+                implementation = ("olive.passes.onnx.quantization.OnnxStaticQuantization (QNNExecutionProvider)"
+                                  if options.quantizer == "olive" else
+                                  "onnxruntime.quantization get_qnn_qdq_config + quantize")
+                passes.append({"name": "qnn_static_qdq", "implementation": implementation
+                               + " with qwen_edge.qnn.quantize per-tensor overrides",
                                "params": {**recipe.to_dict(), "calibration_source": calib_source,
                                           "calibration_tokens": int(len(ids)),
                                           "decode_calibration_steps": options.decode_calibration_steps,

@@ -10,6 +10,7 @@ from ..errors import ConfigError
 
 PRECISIONS = ("fp32", "w8a16", "w4a16")
 NORM_STYLES = ("rms_op", "decomposed")
+QUANTIZERS = ("olive", "onnxruntime")
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,7 @@ class QnnOptions:
     context: int = 1024
     chunk: int = 128
     norm_style: str = "rms_op"
+    quantizer: str = "olive"  # olive-ai's OnnxStaticQuantization pass, or onnxruntime's quantizer directly
     calibration_text: Path | None = None
     calibration_tokens: int = 1024
     decode_calibration_steps: int = 16
@@ -44,6 +46,8 @@ class QnnOptions:
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise ConfigError(f"qnn options: precision '{self.precision}' is not one of {', '.join(PRECISIONS)}")
+        if self.quantizer not in QUANTIZERS:
+            raise ConfigError(f"qnn options: quantizer '{self.quantizer}' is not one of {', '.join(QUANTIZERS)}")
         if self.norm_style not in NORM_STYLES:
             raise ConfigError(f"qnn options: norm_style '{self.norm_style}' is not one of {', '.join(NORM_STYLES)}")
         for key in ("context", "chunk", "calibration_tokens", "parity_tokens", "parity_prompts"):
