@@ -8,8 +8,6 @@ CPU fallback disabled and parity against the float reference is inside the recip
 
 from __future__ import annotations
 
-import json
-import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -96,38 +94,35 @@ def build_qnn(checkpoint: Path, output: Path, *, options: QnnOptions = QnnOption
         sources = {"prefill": pair.prefill, "decode": pair.decode}
         with staged_output(output) as stage:
             files = {"prefill": PREFILL_FILE, "decode": DECODE_FILE}
-            if options.weight_bits is None:
-                sharing = repack({PREFILL_FILE: pair.prefill, DECODE_FILE: pair.decode}, stage, WEIGHTS_FILE)
-            else:
-                t0 = time.perf_counter()
-                ids, calib_source = calibration_ids(encode, options.calibration_text, options.calibration_tokens)
-                progress("calibration", 0, 1)
-                feeds = record_feeds(geo, reference._graphs[options.chunk], reference._graphs[1], ids,
-                                     options.decode_calibration_steps)
-                progress("calibration", 1, 1)
-                recipe = QdqRecipe(weight_bits=options.weight_bits)
-                quantized, results = {}, {}
-                for k, (key, reader) in enumerate(zip(("prefill", "decode"), feeds)):
-                    progress("quantize", k, 2)
-                    if options.quantizer == "olive":
-                        quantized[files[key]], results[key] = olive_qdq_quantize(
-                            sources[key], tmp / f"olive_{key}", reader, recipe)
-                    else:
-                        quantized[files[key]] = tmp / "qdq" / files[key]
-                        quantized[files[key]].parent.mkdir(exist_ok=True)
-                        results[key] = qdq_quantize(sources[key], quantized[files[key]], reader, recipe)
-                progress("quantize", 2, 2)
-                timings["quantize_s"] = time.perf_counter() - t0
-                implementation = ("olive.passes.onnx.quantization.OnnxStaticQuantization (QNNExecutionProvider)"
-                                  if options.quantizer == "olive" else
-                                  "onnxruntime.quantization get_qnn_qdq_config + quantize")
-                passes.append({"name": "qnn_static_qdq", "implementation": implementation
-                               + " with qwen_edge.qnn.quantize per-tensor overrides",
-                               "params": {**recipe.to_dict(), "calibration_source": calib_source,
-                                          "calibration_tokens": int(len(ids)),
-                                          "decode_calibration_steps": options.decode_calibration_steps,
-                                          "graphs": results}})
-                sharing = repack(quantized, stage, WEIGHTS_FILE)
+            t0 = time.perf_counter()
+            ids, calib_source = calibration_ids(encode, options.calibration_text, options.calibration_tokens)
+            progress("calibration", 0, 1)
+            feeds = record_feeds(geo, reference.graph(options.chunk), reference.graph(1), ids,
+                                 options.decode_calibration_steps)
+            progress("calibration", 1, 1)
+            recipe = QdqRecipe(weight_bits=options.weight_bits)
+            quantized, results = {}, {}
+            for k, (key, reader) in enumerate(zip(("prefill", "decode"), feeds)):
+                progress("quantize", k, 2)
+                if options.quantizer == "olive":
+                    quantized[files[key]], results[key] = olive_qdq_quantize(
+                        sources[key], tmp / f"olive_{key}", reader, recipe)
+                else:
+                    quantized[files[key]] = tmp / "qdq" / files[key]
+                    quantized[files[key]].parent.mkdir(exist_ok=True)
+                    results[key] = qdq_quantize(sources[key], quantized[files[key]], reader, recipe)
+            progress("quantize", 2, 2)
+            timings["quantize_s"] = time.perf_counter() - t0
+            implementation = ("olive.passes.onnx.quantization.OnnxStaticQuantization (QNNExecutionProvider)"
+                              if options.quantizer == "olive" else
+                              "onnxruntime.quantization get_qnn_qdq_config + quantize")
+            passes.append({"name": "qnn_static_qdq", "implementation": implementation
+                           + " with qwen_edge.qnn.quantize per-tensor overrides",
+                           "params": {**recipe.to_dict(), "calibration_source": calib_source,
+                                      "calibration_tokens": int(len(ids)),
+                                      "decode_calibration_steps": options.decode_calibration_steps,
+                                      "graphs": results}})
+            sharing = repack(quantized, stage, WEIGHTS_FILE)
             passes.append({"name": "shared_weights_repack", "implementation": "qwen_edge.qnn.quantize.repack",
                            "params": sharing})
             progress("htp check", 0, 2)
@@ -170,7 +165,7 @@ def _manifest(ckpt, spec, target, options, pair, files, compiled, sharing, place
               passes, timings) -> dict[str, Any]:
     from ..build import tool_versions
 
-    weights = {"int8": "int8", "int4": "int4"}.get(f"int{options.weight_bits}", "float")
+    weights = f"int{options.weight_bits}"
     params = pair.parameters
     return {
         "schema_version": SCHEMA_VERSION,
@@ -179,13 +174,9 @@ def _manifest(ckpt, spec, target, options, pair, files, compiled, sharing, place
                    "model_type": ckpt.config.get("model_type"), "dtype": ckpt.torch_dtype,
                    "weight_bytes": ckpt.weight_bytes(), "fingerprint": ckpt.source_fingerprint()},
         "architecture": spec.to_dict(),
-        "precision": {"name": options.precision, "dtype": "fp32", "weights": weights,
-                      "activations": "float" if options.weight_bits is None else "uint16",
-                      "embeddings": "float" if options.weight_bits is None else "uint16",
-                      "lm_head": "float" if options.weight_bits is None else "int8",
-                      "block_size": 0, "symmetric": True,
-                      "method": "float" if options.weight_bits is None else "per-channel-minmax",
-                      "accuracy_level": 0},
+        "precision": {"name": options.precision, "dtype": "fp32", "weights": weights, "activations": "uint16",
+                      "embeddings": "uint16", "lm_head": "int8", "block_size": 0, "symmetric": True,
+                      "method": "per-channel-minmax", "accuracy_level": 0},
         "target": {"name": target.name, "provider": target.execution_provider, "fallback": target.fallback,
                    "executed": target.executed_here, "onnxruntime_package": target.onnxruntime_package,
                    "min_onnxruntime_version": target.min_onnxruntime_version, "builder": "qnn-static"},

@@ -30,8 +30,8 @@ def build_command(args: argparse.Namespace, progress, emit) -> int:
     from .options import QnnOptions
 
     precision = args.precision or "w8a16"
-    if precision not in ("w8a16", "w4a16", "fp32"):
-        raise ConfigError(f"--precision {precision}: npu-qnn builds w8a16, w4a16 or fp32")
+    if precision not in ("w8a16", "w4a16"):
+        raise ConfigError(f"--precision {precision}: npu-qnn builds w8a16 or w4a16")
     options = QnnOptions(
         precision=precision, context=args.max_length or DEFAULT_CONTEXT, chunk=args.chunk,
         calibration_text=Path(args.calibration_text) if args.calibration_text else None,

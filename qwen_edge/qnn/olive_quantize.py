@@ -24,14 +24,6 @@ _lock = threading.Lock()
 _registered = False
 
 
-def olive_available() -> bool:
-    try:
-        import olive  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def _register_dataset() -> None:
     global _registered
     from olive.data.registry import Registry

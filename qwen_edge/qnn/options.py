@@ -8,7 +8,7 @@ from typing import Any
 
 from ..errors import ConfigError
 
-PRECISIONS = ("fp32", "w8a16", "w4a16")
+PRECISIONS = ("w8a16", "w4a16")  # the HTP does not run float32 graphs (they fail to finalize)
 NORM_STYLES = ("rms_op", "decomposed")
 QUANTIZERS = ("olive", "onnxruntime")
 
@@ -19,8 +19,7 @@ class QnnOptions:
 
     `context` is the KV-cache capacity (prompt plus generated tokens); `chunk` the prefill
     graph's fixed token count. `precision` w8a16/w4a16 are QDQ with 16-bit activations and
-    8/4-bit per-channel symmetric weights; fp32 is the float graph (still standard ops, static
-    shapes) for checking the graph itself. Parity against the float graphs is measured on the first
+    8/4-bit per-channel symmetric weights. Parity against the float graphs is measured on the first
     `parity_prompts` of qwen_edge.verify.PROMPTS (at most `parity_tokens` tokens each, the last
     `parity_decode_tokens` through the decode graph) and gated by `min_top1` / `max_kl` unless
     `enforce_parity` is off.

@@ -11,7 +11,7 @@ from ..errors import VerificationError
 from ..verification import TOLERANCES
 from ..verify import log_softmax
 
-_TOLERANCE_KEY = {"fp32": "fp32", "w8a16": "int8", "w4a16": "int4"}
+_TOLERANCE_KEY = {"w8a16": "int8", "w4a16": "int4"}
 
 
 def tolerance(precision: str, min_top1: float | None = None, max_kl: float | None = None) -> dict[str, float]:

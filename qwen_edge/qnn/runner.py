@@ -49,6 +49,10 @@ class StaticRunner:
         self._graphs = {geo.chunk: prefill, 1: decode}
         self.calls = {"prefill": 0, "decode": 0}
 
+    def graph(self, tokens: int) -> Callable[[dict], dict]:
+        """The callable that runs the graph of `tokens` tokens (the chunk, or 1 for decode)."""
+        return self._graphs[tokens]
+
     def new_cache(self) -> StaticCache:
         return StaticCache(self.geo)
 

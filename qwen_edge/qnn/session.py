@@ -109,9 +109,16 @@ class Placement:
             "nodes": total,
             "on_npu": on,
             "by_provider": {ep: len(nodes) for ep, nodes in sorted(self.by_provider.items())},
-            "op_types_on_npu": sorted({op for _, op in self.by_provider.get(QNN_EP, [])}),
+            "op_types_on_npu": _counts(op for _, op in self.by_provider.get(QNN_EP, [])),
             "off_npu": [{"node": name, "op": op} for name, op in self.off_npu()],
         }
+
+
+def _counts(ops) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for op in ops:
+        out[op] = out.get(op, 0) + 1
+    return dict(sorted(out.items()))
 
 
 def placement(session) -> Placement:

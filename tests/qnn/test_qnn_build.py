@@ -37,11 +37,13 @@ def test_tiny_qwen3_builds_and_runs_entirely_on_the_htp(qwen3_w8a16, qwen3_ckpt)
     for name in ("prefill", "decode"):
         where = manifest["qnn"]["placement"][name]
         assert where["nodes"] > 100 and where["on_npu"] == where["nodes"] and where["off_npu"] == []
-        assert "MatMul" in where["op_types_on_npu"] and "Softmax" in where["op_types_on_npu"]
+        assert where["op_types_on_npu"]["MatMul"] > 0 and where["op_types_on_npu"]["Softmax"] == 2  # 2 layers
+        assert where["op_types_on_npu"]["QuantizeLinear"] > 0  # the QDQ graph went to the HTP whole
     names = [p["name"] for p in manifest["passes"]]
     assert names == ["static_graph_pair", "qnn_static_qdq", "shared_weights_repack", "qnn_htp_placement_check"]
     qdq = manifest["passes"][1]["params"]
     assert qdq["calibration_source"] == "calibration.txt" and qdq["graphs"]["decode"]["calibration_samples"] > 0
+    assert manifest["passes"][1]["implementation"].startswith("olive.passes.onnx.quantization.OnnxStaticQuantization")
     assert manifest["quality"]["passed"] and manifest["quality"]["gate"] == "enforced"
     assert manifest["weights"]["shared_between_graphs_bytes"] > 0.9 * manifest["weights"]["stored_bytes"]
     # The bundle loads on the HTP on its own and agrees with the transformers reference.
@@ -70,15 +72,18 @@ def test_unsupported_node_fails_the_build_with_its_name(qwen2_ckpt, tmp_path, mo
     assert not (tmp_path / "bundle").exists()
 
 
+@pytest.mark.slow
 def test_cli_builds_w4a16_with_context_binaries_and_verifies(qwen2_ckpt, tmp_path, capsys):
     out = tmp_path / "bundle"
     rc = main(["build", str(qwen2_ckpt), "--target", "npu-qnn", "--precision", "w4a16", "-o", str(out),
                "--max-length", "32", "--chunk", "8", "--calibration-tokens", "64", "--context-binary",
-               "--no-parity-gate", "--json"])
+               "--quantizer", "onnxruntime", "--no-parity-gate", "--json"])
     assert rc == 0
     built = json.loads(capsys.readouterr().out)
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["passes"][-1]["name"] == "qnn_context_binary"
+    assert manifest["passes"][1]["implementation"].startswith("onnxruntime.quantization")
+    assert manifest["passes"][1]["params"]["weights"].startswith("int4")
     assert manifest["quality"]["gate"] == "waived" and "passed" in manifest["quality"]
     assert built["placement"]["decode"]["on_npu"] == built["placement"]["decode"]["nodes"]
     for name in manifest["io"]["context_binaries"].values():
