@@ -111,6 +111,12 @@ def _sampling(args: argparse.Namespace):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from .qnn.cli import is_qnn_bundle
+
+    if is_qnn_bundle(Path(args.bundle)):  # issue 3 QNN branch
+        from .qnn.cli import run_command
+
+        return run_command(args, _emit)
     gen = _generator(args)
     if args.chat == "":
         return _interactive_chat(gen, args)
@@ -187,7 +193,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from .verification import run_verification
 
     progress = Progress(not (args.quiet or args.json))
-    if manifest_mod.load(Path(args.bundle))["target"].get("builder") == "qnn-static":  # issue 3 QNN branch
+    from .qnn.cli import is_qnn_bundle
+
+    if is_qnn_bundle(Path(args.bundle)):  # issue 3 QNN branch
         from .qnn.cli import verify_command
 
         return verify_command(args, progress, _emit, _format_verification)

@@ -67,3 +67,30 @@ def verify_command(args: argparse.Namespace, progress, emit, format_report) -> i
                           for k, p in report["placement"].items())
     emit(args, report, f"{placement}\n{text}")
     return 0 if report["passed"] else 6
+
+
+def is_qnn_bundle(bundle: Path) -> bool:
+    import json
+
+    try:
+        manifest = json.loads((Path(bundle) / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and manifest.get("target", {}).get("builder") == "qnn-static"
+
+
+def run_command(args: argparse.Namespace, emit) -> int:
+    """Greedy generation on the HTP (sampling and chat stay with the CPU runtime for now)."""
+    from .bundle_runner import load_qnn_bundle
+
+    if args.prompt is None or args.temperature > 0:
+        raise ConfigError("npu-qnn bundles run greedy with --prompt only (no --chat or sampling yet)")
+    qb = load_qnn_bundle(Path(args.bundle))
+    start = time.perf_counter()
+    ids = qb.encode(args.prompt)
+    eos = tuple(qb.manifest["generation"]["eos_token_ids"])
+    new = qb.runner.generate(ids, args.max_new_tokens, eos)
+    text = qb.decode([t for t in new if t not in eos])
+    emit(args, {"text": text, "token_ids": new, "seconds": round(time.perf_counter() - start, 3),
+                "placement": qb.placement}, text)
+    return 0

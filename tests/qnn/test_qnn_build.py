@@ -59,6 +59,17 @@ def test_tiny_qwen3_builds_and_runs_entirely_on_the_htp(qwen3_w8a16, qwen3_ckpt)
         qb.runner.logits(np.zeros(33, np.int64))
 
 
+def test_cli_runs_the_bundle_and_refuses_a_prompt_over_the_static_context(qwen3_w8a16, capsys):
+    out, _ = qwen3_w8a16
+    assert main(["run", str(out), "--prompt", "def f(x):", "--max-new-tokens", "3", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert 1 <= len(result["token_ids"]) <= 3
+    assert result["placement"]["decode"]["on_npu"] == result["placement"]["decode"]["nodes"]
+    rc = main(["run", str(out), "--prompt", "x = 1\n" * 40, "--max-new-tokens", "2"])
+    assert rc == ContextOverflowError.exit_code and rc != 0
+    assert "static context of 32 tokens" in capsys.readouterr().err
+
+
 def test_unsupported_node_fails_the_build_with_its_name(qwen2_ckpt, tmp_path, monkeypatch):
     original = graph_mod._GraphEmitter.mlp
 
