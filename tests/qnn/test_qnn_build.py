@@ -101,9 +101,13 @@ def test_cli_builds_w4a16_with_context_binaries_and_verifies(qwen2_ckpt, tmp_pat
         assert (out / name).is_file()
     qb = load_qnn_bundle(out)  # loads the EPContext models
     assert qb.placement["prefill"]["by_provider"] == {"QNNExecutionProvider": qb.placement["prefill"]["nodes"]}
-    rc = main(["verify", str(out), "--reference", str(qwen2_ckpt), "--reference-kind", "numpy", "--json"])
+    text = tmp_path / "text.txt"
+    text.write_text("for i in range(10):\n    print(i * i)\n" * 6, encoding="utf-8")
+    rc = main(["verify", str(out), "--reference", str(qwen2_ckpt), "--reference-kind", "numpy", "--json",
+               "--text", str(text), "--max-tokens", "64"])
     report = json.loads(capsys.readouterr().out)
     assert rc in (0, 6) and report["backend"] == "htp" and report["parity"]["positions"] > 0
+    assert report["text_parity"]["windows"] == 2 and report["perplexity"]["bundle"]["tokens_scored"] == 62
     assert rc == (0 if report["passed"] else 6)
 
 

@@ -90,3 +90,21 @@ def test_target_file_validates():
     target = get_target("npu-qnn")
     assert target.execution_provider == "QNNExecutionProvider" and target.fallback == "none"
     assert target.default_precision == "w8a16"
+
+
+def test_text_parity_scores_the_same_windows_for_both():
+    from qwen_edge.qnn.verification import text_parity
+    from qwen_edge.verify import perplexity
+
+    rng = np.random.default_rng(0)
+    table = rng.normal(size=(40, 7))
+    noisy = table + rng.normal(size=table.shape) * 0.5
+    ids = np.arange(30) % 7
+    same, _ = text_parity(lambda x: table[:len(x)], lambda x: table[:len(x)], ids, 10, None)
+    assert same["parity"]["top1_agreement"] == 1.0 and abs(same["parity"]["kl_divergence_mean"]) < 1e-12
+    assert same["parity"]["positions"] == 30 and same["parity"]["windows"] == 3
+    report, _ = text_parity(lambda x: noisy[:len(x)], lambda x: table[:len(x)], ids, 10, None)
+    assert report["parity"]["top1_agreement"] < 1.0 and report["parity"]["kl_divergence_mean"] > 0
+    expected = perplexity(lambda x: noisy[:len(x)], ids, 10).perplexity
+    assert abs(report["bundle"]["perplexity"] - expected) < 1e-9
+    assert report["reference"]["perplexity"] == same["reference"]["perplexity"]
