@@ -3,12 +3,34 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import sys
 import time
 from pathlib import Path
 
 from ..errors import ConfigError
 
 DEFAULT_CONTEXT = 1024
+
+
+@contextlib.contextmanager
+def native_stdout_to_stderr():
+    """Qualcomm's HTP library prints a line to file descriptor 1 when it first loads; keep stdout
+    for our results (`--json` must stay parseable) by pointing fd 1 at stderr meanwhile."""
+    sys.stdout.flush()
+    try:
+        saved = os.dup(1)
+    except OSError:  # no real stdout (embedded use): nothing to protect
+        yield
+        return
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def add_build_arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,7 +61,8 @@ def build_command(args: argparse.Namespace, progress, emit) -> int:
         enforce_parity=not args.no_parity_gate,
     )
     start = time.perf_counter()
-    manifest = build_qnn(Path(args.checkpoint), Path(args.output), options=options, progress=progress)
+    with native_stdout_to_stderr():
+        manifest = build_qnn(Path(args.checkpoint), Path(args.output), options=options, progress=progress)
     seconds = time.perf_counter() - start
     size = sum(f["bytes"] for f in manifest["files"].values())
     placement = manifest["qnn"]["placement"]
@@ -58,10 +81,11 @@ def build_command(args: argparse.Namespace, progress, emit) -> int:
 def verify_command(args: argparse.Namespace, progress, emit, format_report) -> int:
     from .verification import run_qnn_verification
 
-    report = run_qnn_verification(Path(args.bundle), Path(args.reference), reference_kind=args.reference_kind,
-                                  text_file=Path(args.text) if args.text else None, context=args.context,
-                                  max_tokens=args.max_tokens, progress=progress,
-                                  max_ppl_increase=args.max_ppl_increase)
+    with native_stdout_to_stderr():
+        report = run_qnn_verification(Path(args.bundle), Path(args.reference), reference_kind=args.reference_kind,
+                                      text_file=Path(args.text) if args.text else None, context=args.context,
+                                      max_tokens=args.max_tokens, progress=progress,
+                                      max_ppl_increase=args.max_ppl_increase)
     text = format_report(report)
     if "text_parity" in report:
         tp = report["text_parity"]
@@ -90,11 +114,12 @@ def run_command(args: argparse.Namespace, emit) -> int:
 
     if args.prompt is None or args.temperature > 0:
         raise ConfigError("npu-qnn bundles run greedy with --prompt only (no --chat or sampling yet)")
-    qb = load_qnn_bundle(Path(args.bundle))
     start = time.perf_counter()
-    ids = qb.encode(args.prompt)
-    eos = tuple(qb.manifest["generation"]["eos_token_ids"])
-    new = qb.runner.generate(ids, args.max_new_tokens, eos)
+    with native_stdout_to_stderr():
+        qb = load_qnn_bundle(Path(args.bundle))
+        ids = qb.encode(args.prompt)
+        eos = tuple(qb.manifest["generation"]["eos_token_ids"])
+        new = qb.runner.generate(ids, args.max_new_tokens, eos)
     text = qb.decode([t for t in new if t not in eos])
     emit(args, {"text": text, "token_ids": new, "seconds": round(time.perf_counter() - start, 3),
                 "placement": qb.placement}, text)

@@ -120,3 +120,16 @@ def test_parity_gate_fails_outside_tolerance_unless_waived():
     assert "prefill" in gate(report, tol, False, "x")
     report["prefill"]["top1_agreement"] = 0.95
     assert gate(report, tol, True, "x") is None
+
+
+def test_json_on_stdout_stays_parseable_when_the_htp_library_prints(qwen3_w8a16):
+    import os
+    import subprocess
+    import sys
+
+    out, _ = qwen3_w8a16
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    done = subprocess.run([sys.executable, "-m", "qwen_edge.cli", "run", str(out), "--prompt", "def f():",
+                           "--max-new-tokens", "2", "--json"], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert isinstance(json.loads(done.stdout)["token_ids"], list)
