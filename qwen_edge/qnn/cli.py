@@ -86,12 +86,13 @@ def verify_command(args: argparse.Namespace, progress, emit, format_report) -> i
                                       text_file=Path(args.text) if args.text else None, context=args.context,
                                       max_tokens=args.max_tokens, progress=progress,
                                       max_ppl_increase=args.max_ppl_increase)
-    text = format_report(report)
-    if "text_parity" in report:
+    lines = format_report(report).split("\n")
+    if "text_parity" in report:  # before the verdict line
         tp = report["text_parity"]
-        text += (f"\n{tp['text']}: top-1 agreement {tp['top1_agreement'] * 100:.2f}%, KL mean "
-                 f"{tp['kl_divergence_mean']:.3g} over {tp['positions']} positions ({tp['windows']} windows "
-                 f"of {tp['context']})")
+        lines.insert(len(lines) - 1, f"{tp['text']}: top-1 agreement {tp['top1_agreement'] * 100:.2f}%, KL mean "
+                     f"{tp['kl_divergence_mean']:.3g} over {tp['positions']} positions ({tp['windows']} windows "
+                     f"of {tp['context']})")
+    text = "\n".join(lines)
     placement = "; ".join(f"{k}: {p['on_npu']}/{p['nodes']} nodes on the QNN HTP"
                           for k, p in report["placement"].items())
     emit(args, report, f"{placement}\n{text}")
