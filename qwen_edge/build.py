@@ -79,6 +79,10 @@ def build_with_checkpoint(ckpt, request: BuildRequest, target, progress: Progres
     precision = target_build.bundle_precision(target, request.precision)
     graph_precision = target_build.graph_precision(target, precision)
     builder = get_builder(target.builder, target.name)
+    if builder.bundle is not None:
+        raise ConfigError(f"target '{target.name}' writes its own bundle and precision "
+                          f"({', '.join(target.precisions)}): build it with build_targets() or "
+                          f"`qwen-edge build --target {target.name}`")
     with staged_output(request.output) as stage:
         writer = ExternalDataWriter(stage / DATA_FILE)
         try:

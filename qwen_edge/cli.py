@@ -71,6 +71,10 @@ def cmd_build(args: argparse.Namespace) -> int:
     from .graph.decoder import DecoderOptions
     from .precision import Precision
 
+    if args.target == "npu-qnn":  # alone, it takes its own options (--chunk, --calibration-text, --context-binary)
+        from .qnn.cli import build_command
+
+        return build_command(args, Progress(not (args.quiet or args.json)), _emit)
     if "," in args.target or args.target == "all" or args.verify:
         from .cli_targets import build_many
 
@@ -115,6 +119,12 @@ def _sampling(args: argparse.Namespace):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from .qnn.cli import is_qnn_bundle
+
+    if is_qnn_bundle(Path(args.bundle)):  # static prefill/decode graphs on the HTP
+        from .qnn.cli import run_command
+
+        return run_command(args, _emit)
     gen = _generator(args)
     if args.chat == "":
         return _interactive_chat(gen, args)
@@ -198,6 +208,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from .verification import run_verification
 
     progress = Progress(not (args.quiet or args.json))
+    from .qnn.cli import is_qnn_bundle
+
+    if is_qnn_bundle(Path(args.bundle)):  # static prefill/decode graphs on the HTP
+        from .qnn.cli import verify_command
+
+        return verify_command(args, progress, _emit, _format_verification)
     report = run_verification(Path(args.bundle), Path(args.reference), reference_kind=args.reference_kind,
                               text_file=Path(args.text) if args.text else None, context=args.context,
                               max_tokens=args.max_tokens, threads=args.threads, progress=progress,
@@ -355,8 +371,8 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("checkpoint")
     b.add_argument("-o", "--output", required=True)
     b.add_argument("--target", default="cpu", help="a target, a comma-separated list (OUT/<target>/ each), or 'all'")
-    b.add_argument("--precision", default=None, choices=["fp32", "fp16", "int8", "int4"],
-                   help="default: int4, or with several targets each target's default")
+    b.add_argument("--precision", default=None, choices=["fp32", "fp16", "int8", "int4", "w8a16", "w4a16"],
+                   help="default: int4 (npu-qnn: w8a16), or with several targets each target's default")
     b.add_argument("--verify", action="store_true",
                    help="run parity against the checkpoint for every target executed here; outside tolerance fails")
     b.add_argument("--no-parity-gate", action="store_true", help="with --verify: record the numbers, never fail")
@@ -371,6 +387,9 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--embeddings", choices=["float", "int8", "int4"], default=None)
     b.add_argument("--lm-head", choices=["float", "int8", "int4"], default=None)
     b.add_argument("--max-length", type=int, default=None, help="context length of the bundle (default: the model's)")
+    from .qnn.cli import add_build_arguments
+
+    add_build_arguments(b)
     common(b)
     b.set_defaults(func=cmd_build)
 

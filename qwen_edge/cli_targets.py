@@ -53,7 +53,8 @@ def build_many(args: argparse.Namespace, progress) -> tuple[dict[str, Any], str]
                                gate=not args.no_parity_gate)
     start = time.perf_counter()
     manifests = build_targets(Path(args.checkpoint), Path(args.output), targets, precision_for,
-                              DecoderOptions(max_positions=args.max_length), parity=parity, progress=progress)
+                              DecoderOptions(max_positions=args.max_length), parity=parity, progress=progress,
+                              precision_name=args.precision)
     seconds = time.perf_counter() - start
     summary = {}
     lines = []

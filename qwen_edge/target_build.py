@@ -104,23 +104,36 @@ def verify_target(stage: Path, manifest: dict[str, Any], target, precision: Prec
 
 def build_targets(checkpoint: Path, output: Path, targets: list, precision_for: Callable[[Any], Precision],
                   options, parity=None, progress: Progress | None = None,
-                  smoke_test: bool = True) -> dict[str, dict[str, Any]]:
-    """Several targets from one load of the checkpoint: OUT/<target>/ (one target: OUT itself)."""
+                  smoke_test: bool = True, precision_name: str | None = None) -> dict[str, dict[str, Any]]:
+    """Several targets from one load of the checkpoint: OUT/<target>/ (one target: OUT itself).
+
+    Targets whose builder writes a whole bundle (npu-qnn) open the checkpoint themselves and take
+    `precision_name` (the user's --precision) or their own default."""
     from .build import BuildRequest, build_with_checkpoint, check_precision
     from .checkpoint import Checkpoint
 
     if not targets:
         raise ConfigError("no target to build")
-    plan = []
+    from .graph.registry import get_builder
+
+    plan, whole = [], []
     for target in targets:
+        out = Path(output) if len(targets) == 1 else Path(output) / target.name
+        builder = get_builder(target.builder, target.name)
+        if builder.bundle is not None:  # makes its own graphs and precision (e.g. QDQ w8a16)
+            whole.append((target, builder, out))
+            continue
         precision = precision_for(target)
         check_precision(target, precision)
-        out = Path(output) if len(targets) == 1 else Path(output) / target.name
         plan.append((target, BuildRequest(checkpoint=Path(checkpoint), output=out, precision=precision,
                                           target=target.name, options=options, smoke_test=smoke_test,
                                           parity=parity)))
     manifests = {}
-    with Checkpoint.open(checkpoint) as ckpt:
-        for target, request in plan:
-            manifests[target.name] = build_with_checkpoint(ckpt, request, target, progress)
-    return manifests
+    if plan:
+        with Checkpoint.open(checkpoint) as ckpt:
+            for target, request in plan:
+                manifests[target.name] = build_with_checkpoint(ckpt, request, target, progress)
+    for target, builder, out in whole:
+        manifests[target.name] = builder.bundle(Path(checkpoint), out, precision_name or target.default_precision,
+                                                options.max_positions, progress)
+    return {t.name: manifests[t.name] for t in targets}

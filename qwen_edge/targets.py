@@ -29,7 +29,8 @@ TARGETS_DIR = Path(os.environ.get("QWEN_EDGE_TARGETS_DIR", Path(__file__).resolv
 DIALECTS = ("ort-contrib", "standard")
 FALLBACKS = ("none", "cpu")
 DEVICE_CLASSES = ("cpu", "gpu", "npu", "mobile")
-PRECISION_FAMILIES = ("fp32", "fp16", "int8", "int4")
+# w8a16 / w4a16: QDQ with 16-bit activations, made by builders that write their own bundle (npu-qnn).
+PRECISION_FAMILIES = ("fp32", "fp16", "int8", "int4", "w8a16", "w4a16")
 WEIGHT_STAGES = ("builder", "passes")
 
 

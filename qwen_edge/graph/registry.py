@@ -21,8 +21,9 @@ class BuilderInfo:
     factory: Callable  # (checkpoint, adapter, spec, precision, graph_builder, options, progress) -> has .build(), .stats
     provides: tuple[str, ...]  # artifact kinds of the model it writes (see qwen_edge.passes.base.ARTIFACTS)
     static_shapes: bool = False
-
-
+    # A builder that writes a whole bundle itself (several graphs, its own quantization and checks):
+    # (checkpoint, output, precision_name, max_positions, progress) -> manifest. `factory` is unused then.
+    bundle: Callable | None = None
 
 
 _BUILDERS: dict[str, BuilderInfo] = {}
@@ -38,6 +39,13 @@ def register_builder(name: str, provides: tuple[str, ...], static_shapes: bool =
     def wrap(factory):
         _BUILDERS[name] = BuilderInfo(name, factory, provides, static_shapes)
         return factory
+    return wrap
+
+
+def register_bundle_builder(name: str, provides: tuple[str, ...], static_shapes: bool = False):
+    def wrap(fn):
+        _BUILDERS[name] = BuilderInfo(name, None, provides, static_shapes, bundle=fn)
+        return fn
     return wrap
 
 

@@ -116,3 +116,38 @@ def test_parity_outside_tolerance_fails_the_build_unless_told(tmp_path, qwen3_ck
     m = build_targets(qwen3_ckpt, tmp_path / "told", [target], int4, DecoderOptions(),
                       parity=ParityRequest(gate=False))["cpu"]
     assert m["parity"]["passed"] is False and m["parity"]["gated"] is False
+
+
+def test_a_whole_bundle_builder_gets_its_own_precision_beside_graph_targets(qwen3_ckpt, tmp_path):
+    # npu-qnn's builder writes its own bundle and precision (w8a16); a mixed --target list must route
+    # it there with the requested (or its default) precision, and build the others from one load.
+    from qwen_edge.graph.registry import _BUILDERS, register_bundle_builder
+
+    calls = []
+
+    @register_bundle_builder("test-whole-bundle", provides=("onnx",))
+    def fake(checkpoint, output, precision, max_positions, progress=None):
+        calls.append((Path(checkpoint), Path(output), precision, max_positions))
+        return {"target": {"name": "whole"}}
+
+    try:
+        toml = tmp_path / "whole.toml"
+        text = (Path(__file__).resolve().parents[2] / "targets" / "npu-qnn.toml").read_text()
+        toml.write_text(text.replace('name = "npu-qnn"', 'name = "whole"')
+                        .replace('builder = "qnn-static"', 'builder = "test-whole-bundle"'))
+        whole = load_target_file(toml)
+        manifests = build_targets(qwen3_ckpt, tmp_path / "out", [resolve_targets("cpu")[0], whole],
+                                  lambda t: Precision.preset("int4"), DecoderOptions(max_positions=64))
+    finally:
+        _BUILDERS.pop("test-whole-bundle", None)
+    assert list(manifests) == ["cpu", "whole"]
+    assert calls == [(qwen3_ckpt, tmp_path / "out" / "whole", "w8a16", 64)]
+    assert (tmp_path / "out" / "cpu" / "manifest.json").is_file()
+
+
+def test_build_refuses_a_whole_bundle_target_through_a_float_build_request(qwen3_ckpt, tmp_path):
+    from qwen_edge.build import BuildRequest, build
+    from qwen_edge.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="npu-qnn"):
+        build(BuildRequest(qwen3_ckpt, tmp_path / "b", Precision.preset("int4"), target="npu-qnn"))
