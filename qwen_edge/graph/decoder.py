@@ -38,6 +38,13 @@ class DecoderOptions:
         return self.max_positions
 
 
+# An overridable initializer: 0 (the default) returns logits for every position, n > 0 only
+# for the last n. Generation asks for 1 at prefill; verification and onnxruntime-genai, which
+# do not feed it, get every position as before.
+LOGITS_TO_KEEP = "logits_to_keep"
+_INT64_MAX = np.iinfo(np.int64).max
+
+
 def io_names(num_layers: int) -> dict[str, list[str]]:
     past = [f"past_key_values.{i}.{kind}" for i in range(num_layers) for kind in ("key", "value")]
     present = [f"present.{i}.{kind}" for i in range(num_layers) for kind in ("key", "value")]
@@ -192,7 +199,9 @@ class DecoderBuilder:
         for i in range(n_layers):
             for kind in ("key", "value"):
                 g.add_input(f"past_key_values.{i}.{kind}", self.elem, kv_shape)
-        g.add_output("logits", TensorProto.FLOAT, ["batch_size", "sequence_length", s.vocab_size])
+        g.add_input(LOGITS_TO_KEEP, TensorProto.INT64, [1])
+        g.weight(LOGITS_TO_KEEP, np.zeros(1, np.int64))
+        g.add_output("logits", TensorProto.FLOAT, ["batch_size", "logits_sequence_length", s.vocab_size])
         for i in range(n_layers):
             for kind in ("key", "value"):
                 g.add_output(f"present.{i}.{kind}", self.elem, present_shape)
@@ -227,6 +236,9 @@ class DecoderBuilder:
         self.progress("lm_head", n_layers + 1, n_layers + 2)
         final = self._read(globals_["final_norm"], gshapes["final_norm"])
         x, _ = self._skip_norm(pending, residual, final, "/model/norm")
+        start = g.one("Neg", [LOGITS_TO_KEEP], "/lm_head/keep/Neg")
+        x = g.one("Slice", [x, start, g.const([_INT64_MAX], np.int64), g.const([1], np.int64)],
+                  "/lm_head/keep/Slice")
         logits = self._lm_head(x, embed_float_name)
         if self.elem != TensorProto.FLOAT:
             logits = g.one("Cast", [logits], "/lm_head/Cast", to=TensorProto.FLOAT)

@@ -74,7 +74,7 @@ class Generation:
             token_buf = np.zeros(1, np.int64)
             self.sampler.observe(self.prompt_ids)
             start = time.perf_counter()
-            logits = model.step(cache, self.prompt_ids, mask)[-1]
+            logits = model.step(cache, self.prompt_ids, mask, last_only=True)[-1]
             first = None
             while True:
                 token = self.sampler(logits)
