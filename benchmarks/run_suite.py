@@ -153,6 +153,8 @@ class Suite:
         for name, steps in self.build_steps(ckpt, work).items():
             if self.args.only and not any(name.startswith(o) for o in self.args.only):
                 continue
+            if self.args.quick and "fp32" in name:
+                continue
             reason = self.missing_tool(name)
             if reason:
                 results[name] = {"skipped": reason}

@@ -31,12 +31,20 @@ def main() -> None:
         config.max_new_tokens = args.new_tokens
         config.min_new_tokens = args.new_tokens
         config.do_sample = False
-        stamps = []
+        stamps: list[float] = []
 
-        def streamer(_subword):
-            stamps.append(time.perf_counter())
-            return ovg.StreamingStatus.RUNNING if hasattr(ovg, "StreamingStatus") else False
+        class Stamps(ovg.StreamerBase):
+            """Records the time of every token id (text streamers batch tokens into words)."""
 
+            def write(self, token):
+                now = time.perf_counter()
+                stamps.extend([now] * (len(token) if isinstance(token, (list, tuple)) else 1))
+                return ovg.StreamingStatus.RUNNING
+
+            def end(self):
+                pass
+
+        streamer = Stamps()
         ids = ov.Tensor(prompt.reshape(1, -1))
         mask = ov.Tensor(prompt.reshape(1, -1) * 0 + 1)
         start = time.perf_counter()

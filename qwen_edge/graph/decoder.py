@@ -254,6 +254,9 @@ class DecoderBuilder:
                 self.ckpt.read(name)  # stored redundantly by some exporters: consumed, not used
             if p.lm_head == "float" and embed_float_name is not None:
                 return self.lin.tied_float_head(x, embed_float_name, "/lm_head")
+            table = self.lin.embedding_table
+            if table is not None and table[0] == p.lm_head:
+                return self.lin.linear(x, None, "/lm_head", p.lm_head, shared_storage=True, quantized=table[1])
             weight = self._read(self.adapter.GLOBAL_TENSORS["embed"], shape)
             shared = p.lm_head == p.embeddings
         else:

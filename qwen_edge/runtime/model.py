@@ -21,6 +21,8 @@ from .kv_cache import KVCache
 LOGITS_TO_KEEP = "logits_to_keep"  # the decoder graph's optional input (graph/decoder.py)
 
 _DTYPES = {"fp32": np.float32, "fp16": np.float16}
+_OPT_LEVELS = {"disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL, "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+               "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED, "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
 
 
 @dataclass(frozen=True)
@@ -41,7 +43,10 @@ def _session_options(opts: RuntimeOptions, recommended: dict[str, Any]) -> ort.S
         so.intra_op_num_threads = int(threads)
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    level = recommended.get("graph_optimization_level", "all")
+    if level not in _OPT_LEVELS:
+        raise BundleError(f"manifest runtime.graph_optimization_level '{level}' is not one of {', '.join(_OPT_LEVELS)}")
+    so.graph_optimization_level = _OPT_LEVELS[level]
     for key, value in sorted(recommended.get("config_entries", {}).items()):
         so.add_session_config_entry(key, str(value))
     return so
