@@ -52,9 +52,9 @@ def main() -> None:
         rows.append({"variant": name, **parse_variant(name), "perplexity": round(ppl, 4),
                      "increase_vs_fp32_pct": round(100 * (ppl / FP32_PPL - 1), 2), "bundle_bytes": size})
         print(json.dumps(rows[-1]), flush=True)
-    out = HERE / "results" / f"int4_quality-{args.checkpoint.name}.json"
-    out.write_text(json.dumps({"fp32_perplexity": FP32_PPL, "tokens": args.tokens, "context": args.context,
-                               "rows": rows}, indent=2) + "\n")
+        out = HERE / "results" / f"int4_quality-{args.checkpoint.name}.json"  # rewritten after every variant
+        out.write_text(json.dumps({"fp32_perplexity": FP32_PPL, "tokens": args.tokens, "context": args.context,
+                                   "command": " ".join(sys.argv), "rows": rows}, indent=2) + "\n")
     print(f"wrote {out}")
 
 

@@ -40,6 +40,8 @@ def main() -> None:
     ap.add_argument("--new-tokens", type=int, default=32)
     ap.add_argument("--session", nargs="*", help="session config entries to try as extra variants, KEY=VALUE")
     ap.add_argument("--no-spin", action="store_true", help="turn off thread spinning in every variant")
+    ap.add_argument("--all-prefill-logits", action="store_true",
+                    help="add, per bundle, a variant whose prefill computes logits for every prompt position")
     args = ap.parse_args()
 
     import numpy as np
@@ -66,6 +68,12 @@ def main() -> None:
             model.session = ort.InferenceSession(str(model.path / model.manifest["io"]["model_file"]), so,
                                                  providers=["CPUExecutionProvider"])
         variants.append({"label": label, "gen": Generator(model), "ttft": [], "wall": [], "cpu": []})
+        if args.all_prefill_logits and not cfg:
+            full = Model(bundle, RuntimeOptions(intra_op_threads=args.threads))
+            full.session = model.session
+            full._last_logits_only = None  # the path bundles without logits_to_keep take
+            variants.append({"label": f"{Path(bundle).name} [all prefill logits]", "gen": Generator(full),
+                             "ttft": [], "wall": [], "cpu": []})
     rng = np.random.default_rng(0)
     for r in range(args.rounds + 1):
         for v in variants:

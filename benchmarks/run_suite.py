@@ -35,7 +35,9 @@ sys.path.insert(0, str(PEERS))
 import chart  # noqa: E402
 from llamacpp_build import fetch_llama_cpp_source  # noqa: E402
 
-DEFAULT_CHECKPOINTS = [HERE / "work" / "qwen2.5-0.5b-random", ROOT.parent / "shared" / "models" / "qwen2-code-30m"]
+TRAINED = Path(os.environ.get("QWEN_EDGE_TRAINED_MODEL", ROOT.parent / "shared" / "models" / "qwen2-code-30m"))
+DEFAULT_CHECKPOINTS = [HERE / "work" / "qwen2.5-0.5b-random", TRAINED]
+QUICK_SKIPS = ("fp32", "Q4_K_M")  # --quick keeps what the Must-show ratios need
 PACKAGES = ("qwen-edge", "onnxruntime", "onnxruntime-genai", "onnx", "onnx-ir", "numpy", "tokenizers", "torch",
             "transformers", "llama-cpp-python", "gguf", "openvino", "openvino-genai", "optimum-intel", "optimum",
             "nncf")
@@ -65,6 +67,7 @@ def measured(cmd: list[str], log: Path, timeout_s: float, env: dict | None = Non
             if time.perf_counter() > deadline:
                 os.killpg(proc.pid, 9)
                 pid, status, usage = os.wait4(proc.pid, 0)
+                fh.write(f"\nkilled: timed out after {timeout_s:.0f} s\n")
                 break
             time.sleep(0.05)
         wall = time.perf_counter() - start
@@ -153,7 +156,7 @@ class Suite:
         for name, steps in self.build_steps(ckpt, work).items():
             if self.args.only and not any(name.startswith(o) for o in self.args.only):
                 continue
-            if self.args.quick and "fp32" in name:
+            if self.args.quick and any(word in name for word in QUICK_SKIPS):
                 continue
             reason = self.missing_tool(name)
             if reason:
@@ -212,7 +215,7 @@ class Suite:
         for name, python, script, build, model in runs:
             if a.only and not any(name.startswith(o) for o in a.only):
                 continue
-            if a.quick and "fp32" in name:
+            if a.quick and any(word in name for word in QUICK_SKIPS):
                 continue
             if not has_module(python, module_of[script]):
                 results[name] = {"skipped": f"{module_of[script]} is not importable by {python}"}
@@ -303,7 +306,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", type=Path, action="append",
                     help="checkpoint directory (repeatable; default: the 0.5B-shaped random one and qwen2-code-30m)")
-    ap.add_argument("--quick", action="store_true", help="2 timed runs, main checkpoint only, no fp32 runs")
+    ap.add_argument("--quick", action="store_true", help="2 timed runs, main checkpoint only, no fp32 or Q4_K_M entries")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--runs", type=int)
     ap.add_argument("--warmup", type=int, default=1)
