@@ -12,7 +12,7 @@ def _bars(ax, labels, values, title, unit, highlight="qwen_edge"):
     ax.set_title(title, fontsize=10)
     ax.set_xlabel(unit)
     for y, v in enumerate(values):
-        ax.text(v, y, f" {v:.3g}", va="center", fontsize=8)
+        ax.text(v, y, f" {v:.0f}" if v >= 100 else f" {v:.3g}", va="center", fontsize=8)
 
 
 def draw(report: dict, path: Path) -> None:
@@ -34,9 +34,9 @@ def draw(report: dict, path: Path) -> None:
             row[0].axvline(ceiling, color="k", linestyle="--", linewidth=1)
             row[0].text(ceiling, len(runs) - 0.5, " bandwidth bound", fontsize=8)
         _bars(row[1], list(runs), [v["ttft_ms_median"] for v in runs.values()],
-              f"{name}: time to first token (lower is better)", "ms")
+              f"{name}: first token (lower is better)", "ms")
         _bars(row[2], list(builds), [v["wall_s"] for v in builds.values()],
-              f"{name}: build wall time (lower is better)", "s")
+              f"{name}: int4 build wall (lower is better)", "s")
     fig.suptitle(f"qwen-edge suite {report['date']} — {report['threads']} threads, "
                  f"{report['machine']['cpus']} CPUs, batch 1, 128 prompt + 128 new tokens, greedy", fontsize=11)
     fig.tight_layout()
