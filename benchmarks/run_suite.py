@@ -23,6 +23,7 @@ import shutil
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -74,7 +75,7 @@ def measured(cmd: list[str], log: Path, timeout_s: float, env: dict | None = Non
     proc.returncode = os.waitstatus_to_exitcode(status)
     tail = log.read_text(errors="replace").strip().splitlines()[-1:] if proc.returncode else []
     return {"ok": proc.returncode == 0, "rc": proc.returncode, "wall_s": round(wall, 2),
-            "peak_rss_bytes": usage.ru_maxrss * 1024, "log": str(log.relative_to(ROOT)),
+            "peak_rss_bytes": usage.ru_maxrss * 1024, "log": os.path.relpath(log, ROOT),
             **({"error": tail[0][:300] if tail else f"exit {proc.returncode}"} if proc.returncode else {})}
 
 
@@ -321,6 +322,7 @@ def main() -> None:
     ap.add_argument("--timeout", type=float, default=3600, help="seconds allowed per build or runtime process")
     ap.add_argument("--name", help="results file stem (default suite-<UTC date and time>)")
     args = ap.parse_args()
+    args.work = args.work.resolve()
     if args.runs is None:
         args.runs = 2 if args.quick else 5
     checkpoints = args.checkpoint or (DEFAULT_CHECKPOINTS[:1] if args.quick else DEFAULT_CHECKPOINTS)
@@ -338,7 +340,10 @@ def main() -> None:
                     "processor": platform.processor(), "load_average_at_start": os.getloadavg()},
         "threads": args.threads,
         "bandwidth": bw,
-        "versions": {"ours": versions(suite.ours_python), "peers": versions(suite.peers_python),
+        "versions": {"qwen_edge": {"version": tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"],
+                                   "git_commit": subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
+                                                                text=True).stdout.strip() or None},
+                     "ours": versions(suite.ours_python), "peers": versions(suite.peers_python),
                      "openvino": versions(suite.ov_python)},
         "checkpoints": {},
     }
