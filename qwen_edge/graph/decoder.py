@@ -29,6 +29,9 @@ class DecoderOptions:
     """Build options that shape the graph but are not about weight storage."""
 
     max_positions: int | None = None  # rotary table length; None = the checkpoint's context
+    # The optional `logits_to_keep` input (below). Targets whose compilers want a graph without
+    # overridable initializers or dynamic slicing can turn it off.
+    logits_to_keep: bool = True
 
     def context_length(self, spec: ArchSpec) -> int:
         if self.max_positions is None:
@@ -199,9 +202,12 @@ class DecoderBuilder:
         for i in range(n_layers):
             for kind in ("key", "value"):
                 g.add_input(f"past_key_values.{i}.{kind}", self.elem, kv_shape)
-        g.add_input(LOGITS_TO_KEEP, TensorProto.INT64, [1])
-        g.weight(LOGITS_TO_KEEP, np.zeros(1, np.int64))
-        g.add_output("logits", TensorProto.FLOAT, ["batch_size", "logits_sequence_length", s.vocab_size])
+        keep = self.options.logits_to_keep
+        if keep:
+            g.add_input(LOGITS_TO_KEEP, TensorProto.INT64, [1])
+            g.weight(LOGITS_TO_KEEP, np.zeros(1, np.int64))
+        logits_len = "logits_sequence_length" if keep else "sequence_length"
+        g.add_output("logits", TensorProto.FLOAT, ["batch_size", logits_len, s.vocab_size])
         for i in range(n_layers):
             for kind in ("key", "value"):
                 g.add_output(f"present.{i}.{kind}", self.elem, present_shape)
@@ -236,9 +242,10 @@ class DecoderBuilder:
         self.progress("lm_head", n_layers + 1, n_layers + 2)
         final = self._read(globals_["final_norm"], gshapes["final_norm"])
         x, _ = self._skip_norm(pending, residual, final, "/model/norm")
-        start = g.one("Neg", [LOGITS_TO_KEEP], "/lm_head/keep/Neg")
-        x = g.one("Slice", [x, start, g.const([_INT64_MAX], np.int64), g.const([1], np.int64)],
-                  "/lm_head/keep/Slice")
+        if keep:
+            start = g.one("Neg", [LOGITS_TO_KEEP], "/lm_head/keep/Neg")
+            x = g.one("Slice", [x, start, g.const([_INT64_MAX], np.int64), g.const([1], np.int64)],
+                      "/lm_head/keep/Slice")
         logits = self._lm_head(x, embed_float_name)
         if self.elem != TensorProto.FLOAT:
             logits = g.one("Cast", [logits], "/lm_head/Cast", to=TensorProto.FLOAT)

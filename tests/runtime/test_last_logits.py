@@ -33,3 +33,23 @@ def test_graph_defaults_to_logits_for_every_position(bundles):
     assert len(default) == 1 and onnx.numpy_helper.to_array(default[0]).tolist() == [0]
     model = Model(bundles("qwen2", "int4"))
     assert model.logits(np.arange(5, 12)).shape == (7, model.vocab_size)
+
+
+def test_bundle_without_logits_to_keep_still_generates_the_same_tokens(qwen2_ckpt, bundles, tmp_path):
+    """Targets can build without the input; the runtime then computes every prefill row."""
+    from qwen_edge.build import BuildRequest, build
+    from qwen_edge.graph.decoder import DecoderOptions
+    from qwen_edge.precision import Precision
+    from qwen_edge.runtime import Generator
+    from qwen_edge.runtime.sampling import SamplingParams
+
+    plain = tmp_path / "plain"
+    build(BuildRequest(qwen2_ckpt, plain, Precision.preset("fp32"), options=DecoderOptions(logits_to_keep=False)))
+    graph = onnx.load(str(plain / "model.onnx"), load_external_data=False).graph
+    assert "logits_to_keep" not in {i.name for i in graph.input}
+    prompt = np.arange(7, 30, dtype=np.int64)
+    runs = []
+    for bundle in (plain, bundles("qwen2", "fp32")):
+        g = Generator(Model(bundle)).start(prompt, max_new_tokens=6, sampling=SamplingParams(), stop_token_ids=())
+        runs.append(list(g.tokens()))
+    assert runs[0] == runs[1]
