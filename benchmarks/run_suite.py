@@ -332,7 +332,7 @@ def main() -> None:
     started = time.time()
     suite = Suite(args)
     print("[bandwidth]", flush=True)
-    bw = child_json([sys.executable, str(HERE / "bandwidth.py"), "--threads", str(args.threads)])
+    bw = child_json([sys.executable, str(HERE / "bandwidth.py"), "--threads", str(args.threads)], suite.env)
     report = {
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
