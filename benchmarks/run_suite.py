@@ -111,6 +111,7 @@ class Suite:
                         OMP_NUM_THREADS=str(args.threads), OPENBLAS_NUM_THREADS=str(args.threads),
                         HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", OLIVE_DISABLE_TELEMETRY="1")
         self.timeout = args.timeout
+        self.save = lambda: None
 
     # Builds -----------------------------------------------------------------------------------
     def build_steps(self, ckpt: Path, work: Path) -> dict[str, list[tuple[str, list[str], Path]]]:
@@ -152,8 +153,7 @@ class Suite:
                 return f"{module} is not importable by {python}"
         return None
 
-    def build_all(self, ckpt: Path, work: Path) -> dict:
-        results = {}
+    def build_all(self, ckpt: Path, work: Path, results: dict) -> dict:
         for name, steps in self.build_steps(ckpt, work).items():
             if self.args.only and not any(name.startswith(o) for o in self.args.only):
                 continue
@@ -193,10 +193,11 @@ class Suite:
                 record["wall_s"] = round(sum(s["wall_s"] for s in done), 2)
                 record["peak_rss_bytes"] = max(s["peak_rss_bytes"] for s in done)
             results[name] = record
+            self.save()
         return results
 
     # Runtimes ---------------------------------------------------------------------------------
-    def run_all(self, work: Path, builds: dict) -> dict:
+    def run_all(self, work: Path, builds: dict, results: dict) -> dict:
         a = self.args
         runs = [
             ("qwen_edge int4", self.peers_python, "qwen_edge_rt.py", "qwen_edge int4", work / "ours-int4"),
@@ -212,7 +213,6 @@ class Suite:
         ]
         module_of = {"qwen_edge_rt.py": "onnxruntime", "genai_rt.py": "onnxruntime_genai", "llamacpp_rt.py": "llama_cpp",
                      "openvino_rt.py": "openvino_genai"}
-        results = {}
         for name, python, script, build, model in runs:
             if a.only and not any(name.startswith(o) for o in a.only):
                 continue
@@ -240,15 +240,17 @@ class Suite:
             record["process_peak_rss_bytes"] = proc["peak_rss_bytes"]
             record["model"] = str(model)
             results[name] = record
+            self.save()
         return results
 
     # One checkpoint ---------------------------------------------------------------------------
-    def checkpoint(self, ckpt: Path) -> dict:
+    def checkpoint(self, ckpt: Path, out: dict) -> dict:
+        """Fills `out` entry by entry, calling self.save() after each (a partial file survives a crash)."""
         work = self.args.work / ckpt.name
         work.mkdir(parents=True, exist_ok=True)
-        builds = self.build_all(ckpt, work)
-        runs = self.run_all(work, builds)
-        out = {"checkpoint": str(ckpt), "builds": builds, "runs": runs}
+        out.update({"checkpoint": str(ckpt), "builds": {}, "runs": {}})
+        builds = self.build_all(ckpt, work, out["builds"])
+        self.run_all(work, builds, out["runs"])
         bundle = work / "ours-int4"
         if (bundle / "model.onnx").is_file():
             per_token = child_json([self.peers_python, str(HERE / "bandwidth.py"), "--weights-only",
@@ -347,11 +349,15 @@ def main() -> None:
                      "openvino": versions(suite.ov_python)},
         "checkpoints": {},
     }
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{args.name or f'suite-{dt.datetime.now(dt.timezone.utc):%Y%m%d-%H%M}'}.json"
+    suite.save = lambda: path.write_text(json.dumps(report | {"partial": True}, indent=2) + "\n")
     for ckpt in checkpoints:
         if not (ckpt / "config.json").is_file():
             report["checkpoints"][ckpt.name] = {"checkpoint": str(ckpt), "skipped": "no config.json"}
             continue
-        report["checkpoints"][ckpt.name] = suite.checkpoint(ckpt.resolve())
+        report["checkpoints"][ckpt.name] = {}
+        suite.checkpoint(ckpt.resolve(), report["checkpoints"][ckpt.name])
     first = report["checkpoints"].get(main_ckpt.name, {})
     fraction = None
     tps = _median(first.get("runs", {}).get("qwen_edge int4", {}), "decode_tokens_per_s_median")
@@ -365,9 +371,6 @@ def main() -> None:
     # Every child's peak RSS is at least this (see child_json); it is far below any tool's.
     report["driver_peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     report["duration_s"] = round(time.time() - started, 1)
-    RESULTS.mkdir(exist_ok=True)
-    stem = args.name or f"suite-{dt.datetime.now(dt.timezone.utc):%Y%m%d-%H%M}"
-    path = RESULTS / f"{stem}.json"
     path.write_text(json.dumps(report, indent=2) + "\n")
     try:
         chart.draw(report, path.with_suffix(".png"))
