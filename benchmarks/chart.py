@@ -28,15 +28,15 @@ def draw(report: dict, path: Path) -> None:
         builds = {k: v for k, v in ckpt["builds"].items() if "wall_s" in v}
         name = Path(ckpt["checkpoint"]).name
         _bars(row[0], list(runs), [v["decode_tokens_per_s_median"] for v in runs.values()],
-              f"{name}: decode (higher is better)", "tokens/s")
+              f"{name}\ndecode (higher is better)", "tokens/s")
         ceiling = ckpt.get("bandwidth_ceiling_tokens_per_s")
         if ceiling:
             row[0].axvline(ceiling, color="k", linestyle="--", linewidth=1)
             row[0].text(ceiling, len(runs) - 0.5, " bandwidth bound", fontsize=8)
         _bars(row[1], list(runs), [v["ttft_ms_median"] for v in runs.values()],
-              f"{name}: first token (lower is better)", "ms")
+              f"{name}\ntime to first token (lower is better)", "ms")
         _bars(row[2], list(builds), [v["wall_s"] for v in builds.values()],
-              f"{name}: int4 build wall (lower is better)", "s")
+              f"{name}\nint4 build wall (lower is better)", "s")
     fig.suptitle(f"qwen-edge suite {report['date']} — {report['threads']} threads, "
                  f"{report['machine']['cpus']} CPUs, batch 1, 128 prompt + 128 new tokens, greedy", fontsize=11)
     fig.tight_layout()
