@@ -1,6 +1,6 @@
-"""The README's benchmark table, generated from a suite JSON (default: the newest).
+"""The README's benchmark tables, generated from suite JSONs (default: the newest).
 
-    python benchmarks/readme_table.py [benchmarks/results/suite-....json] [--write README.md]
+    python benchmarks/readme_table.py [benchmarks/results/suite-....json ...] [--write README.md]
 
 With --write, the table replaces the text between the README's
 <!-- suite-table:start --> and <!-- suite-table:end --> markers.
@@ -51,7 +51,7 @@ def table(report: dict, source: str) -> str:
             lines.append(f"| bandwidth-bound ceiling ({ckpt['weight_bytes_per_token_int4'] / MIB:.0f} MiB of int4 "
                          f"weights per token) | {ckpt['bandwidth_ceiling_tokens_per_s']:.1f} | | | "
                          f"ours = {ckpt['decode_fraction_of_ceiling']:.0%} |")
-        lines += ["", "| int4 build | wall s | peak RSS MiB |", "|---|---:|---:|"]
+        lines += ["", "| build | wall s | peak RSS MiB |", "|---|---:|---:|"]
         for label, rec in ckpt["builds"].items():
             if "wall_s" in rec:
                 lines.append(f"| {label} | {rec['wall_s']:.1f} | {rec['peak_rss_bytes'] / MIB:.0f} |")
@@ -73,11 +73,11 @@ def newest() -> Path:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("json", type=Path, nargs="?")
+    ap.add_argument("json", type=Path, nargs="*", help="one or more suite JSONs, shown in order")
     ap.add_argument("--write", type=Path, help="README to update between the suite-table markers")
     args = ap.parse_args()
-    path = args.json or newest()
-    text = table(json.loads(path.read_text()), path.name)
+    paths = args.json or [newest()]
+    text = "\n\n".join(table(json.loads(p.read_text()), p.name) for p in paths)
     if not args.write:
         print(text)
         return
