@@ -53,3 +53,24 @@ def test_bundle_without_logits_to_keep_still_generates_the_same_tokens(qwen2_ckp
         g = Generator(Model(bundle)).start(prompt, max_new_tokens=6, sampling=SamplingParams(), stop_token_ids=())
         runs.append(list(g.tokens()))
     assert runs[0] == runs[1]
+
+
+def test_decode_binds_the_cache_once_per_generation(bundles, monkeypatch):
+    from qwen_edge.runtime import Generator
+    from qwen_edge.runtime.kv_cache import KVCache
+    from qwen_edge.runtime.sampling import SamplingParams
+
+    model = Model(bundles("qwen2", "int4"))
+    prompt = np.arange(5, 17, dtype=np.int64)
+    expected = []
+    seq = list(prompt)
+    for _ in range(6):  # greedy reference from full logits, no cache reuse involved
+        token = int(np.argmax(model.logits(np.array(seq))[-1]))
+        expected.append(token)
+        seq.append(token)
+    calls = []
+    real = KVCache.bind
+    monkeypatch.setattr(KVCache, "bind", lambda self, binding: (calls.append(1), real(self, binding)))
+    g = Generator(model).start(prompt, max_new_tokens=6, sampling=SamplingParams(), stop_token_ids=())
+    assert list(g.tokens()) == expected
+    assert len(calls) == 1
