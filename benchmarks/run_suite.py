@@ -19,6 +19,7 @@ import json
 import os
 import platform
 import resource
+import statistics
 import shutil
 import subprocess
 import sys
@@ -213,6 +214,7 @@ class Suite:
         ]
         module_of = {"qwen_edge_rt.py": "onnxruntime", "genai_rt.py": "onnxruntime_genai", "llamacpp_rt.py": "llama_cpp",
                      "openvino_rt.py": "openvino_genai"}
+        todo = []
         for name, python, script, build, model in runs:
             if a.only and not any(name.startswith(o) for o in a.only):
                 continue
@@ -224,23 +226,33 @@ class Suite:
             if builds.get(build, {}).get("skipped") or not model.exists():
                 results[name] = {"skipped": f"no model: build '{build}' " + builds.get(build, {}).get("skipped", "missing")}
                 continue
-            out = work / "runs" / f"{name.replace(' ', '_').replace(',', '')}.json"
-            if out.exists():
-                out.unlink()
-            cmd = [python, str(PEERS / script), str(model), "--out", str(out), "--threads", str(a.threads),
-                   "--runs", str(a.runs), "--warmup", str(a.warmup), "--prompt-tokens", str(a.prompt_tokens),
-                   "--new-tokens", str(a.new_tokens)]
-            print(f"[run] {name}", flush=True)
-            proc = measured(cmd, work / "logs" / f"run-{out.stem}.log", self.timeout, self.env)
-            if not proc["ok"] or not out.exists():
-                results[name] = {"skipped": f"run failed: {proc.get('error', 'no result written')}", "log": proc["log"]}
-                continue
-            record = json.loads(out.read_text())
-            record["process_wall_s"] = proc["wall_s"]
-            record["process_peak_rss_bytes"] = proc["peak_rss_bytes"]
-            record["model"] = str(model)
-            results[name] = record
-            self.save()
+            todo.append((name, python, script, model))
+        # With --rounds R each tool runs R times, one after another in a rotating order, each time
+        # `runs / R` timed generations: load that drifts during the suite then hits every tool alike.
+        rounds = max(1, min(a.rounds, a.runs))
+        per_round = [a.runs // rounds + (1 if r < a.runs % rounds else 0) for r in range(rounds)]
+        for r in range(rounds):
+            for name, python, script, model in todo[r % len(todo):] + todo[:r % len(todo)] if todo else []:
+                if results.get(name, {}).get("skipped"):
+                    continue
+                stem = name.replace(' ', '_').replace(',', '')
+                out = work / "runs" / f"{stem}{f'-round{r}' if rounds > 1 else ''}.json"
+                if out.exists():
+                    out.unlink()
+                cmd = [python, str(PEERS / script), str(model), "--out", str(out), "--threads", str(a.threads),
+                       "--runs", str(per_round[r]), "--warmup", str(a.warmup), "--prompt-tokens", str(a.prompt_tokens),
+                       "--new-tokens", str(a.new_tokens), "--seed", str(r)]
+                print(f"[run] {name}" + (f" (round {r + 1}/{rounds})" if rounds > 1 else ""), flush=True)
+                proc = measured(cmd, work / "logs" / f"run-{out.stem}.log", self.timeout, self.env)
+                if not proc["ok"] or not out.exists():
+                    results[name] = {"skipped": f"run failed: {proc.get('error', 'no result written')}", "log": proc["log"]}
+                    continue
+                record = json.loads(out.read_text())
+                record["process_wall_s"] = proc["wall_s"]
+                record["process_peak_rss_bytes"] = proc["peak_rss_bytes"]
+                record["model"] = str(model)
+                results[name] = _merge_rounds(results.get(name), record)
+                self.save()
         return results
 
     # One checkpoint ---------------------------------------------------------------------------
@@ -259,6 +271,22 @@ class Suite:
                 out["weight_bytes_per_token_int4"] = per_token["weight_bytes_per_token"]
         out["comparisons"] = comparisons(out)
         return out
+
+
+def _merge_rounds(previous: dict | None, record: dict) -> dict:
+    """One entry's record over several rounds: all timed generations pooled, medians recomputed."""
+    if not previous:
+        return record
+    merged = dict(previous)
+    for key in ("ttft_ms", "decode_tokens_per_s"):
+        merged[key] = previous[key] + record[key]
+        merged[f"{key}_median"] = round(statistics.median(merged[key]), 2)
+    merged["workload"] = dict(previous["workload"], runs=len(merged["ttft_ms"]))
+    merged["rounds"] = previous.get("rounds", 1) + 1
+    for key in ("peak_rss_bytes", "process_peak_rss_bytes"):
+        merged[key] = max(previous[key], record[key])
+    merged["process_wall_s"] = round(previous["process_wall_s"] + record["process_wall_s"], 2)
+    return merged
 
 
 def _median(rec: dict, key: str) -> float | None:
@@ -313,6 +341,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--runs", type=int)
     ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="split each tool's timed runs over this many rotating rounds (for machines whose load drifts)")
     ap.add_argument("--prompt-tokens", type=int, default=128)
     ap.add_argument("--new-tokens", type=int, default=128)
     ap.add_argument("--only", nargs="+", help="run only the entries whose names start with these")
