@@ -29,6 +29,9 @@ class DecoderOptions:
     """Build options that shape the graph but are not about weight storage."""
 
     max_positions: int | None = None  # rotary table length; None = the checkpoint's context
+    # The optional `logits_to_keep` input (below). Targets whose compilers want a graph without
+    # overridable initializers or dynamic slicing can turn it off.
+    logits_to_keep: bool = True
 
     def context_length(self, spec: ArchSpec) -> int:
         if self.max_positions is None:
@@ -36,6 +39,13 @@ class DecoderOptions:
         if self.max_positions <= 0:
             raise GraphError(f"max_positions must be positive, got {self.max_positions}")
         return self.max_positions
+
+
+# An overridable initializer: 0 (the default) returns logits for every position, n > 0 only
+# for the last n. Generation asks for 1 at prefill; verification and onnxruntime-genai, which
+# do not feed it, get every position as before.
+LOGITS_TO_KEEP = "logits_to_keep"
+_INT64_MAX = np.iinfo(np.int64).max
 
 
 def io_names(num_layers: int) -> dict[str, list[str]]:
@@ -197,7 +207,12 @@ class DecoderBuilder:
         for i in range(n_layers):
             for kind in ("key", "value"):
                 g.add_input(f"past_key_values.{i}.{kind}", self.elem, kv_shape)
-        g.add_output("logits", TensorProto.FLOAT, ["batch_size", "sequence_length", s.vocab_size])
+        keep = self.options.logits_to_keep
+        if keep:
+            g.add_input(LOGITS_TO_KEEP, TensorProto.INT64, [1])
+            g.weight(LOGITS_TO_KEEP, np.zeros(1, np.int64))
+        logits_len = "logits_sequence_length" if keep else "sequence_length"
+        g.add_output("logits", TensorProto.FLOAT, ["batch_size", logits_len, s.vocab_size])
         for i in range(n_layers):
             for kind in ("key", "value"):
                 g.add_output(f"present.{i}.{kind}", self.elem, present_shape)
@@ -231,6 +246,11 @@ class DecoderBuilder:
         self.progress("lm_head", n_layers + 1, n_layers + 2)
         final = self._read(globals_["final_norm"], gshapes["final_norm"])
         x, _ = self._skip_norm(pending, residual, final, "/model/norm")
+        if keep:
+            # 0 - keep rather than Neg: Neg is missing from some providers' tables (DirectML's here)
+            start = g.one("Sub", [g.const([0], np.int64), LOGITS_TO_KEEP], "/lm_head/keep/Sub")
+            x = g.one("Slice", [x, start, g.const([_INT64_MAX], np.int64), g.const([1], np.int64)],
+                      "/lm_head/keep/Slice")
         logits = self._lm_head(x, embed_float_name)
         if self.elem != TensorProto.FLOAT:
             logits = g.one("Cast", [logits], "/lm_head/Cast", to=TensorProto.FLOAT)
@@ -247,6 +267,9 @@ class DecoderBuilder:
             if p.lm_head == "float" and embed_float_name is not None:
                 return self.lin.tied_float_head(x, embed_float_name, "/lm_head",
                                                 nbytes=shape[0] * shape[1] * np.dtype(self.np_dtype).itemsize)
+            table = self.lin.embedding_table
+            if table is not None and table[0] == p.lm_head:
+                return self.lin.linear(x, None, "/lm_head", p.lm_head, shared_storage=True, quantized=table[1])
             weight = self._read(self.adapter.GLOBAL_TENSORS["embed"], shape)
             shared = p.lm_head == p.embeddings
         else:

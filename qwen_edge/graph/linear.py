@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..precision import Precision
-from ..quant import QuantSpec, quantize_blockwise
+from ..quant import BlockQuantized, QuantSpec, quantize_blockwise
 from .builder import MS_DOMAIN, GraphBuilder
 
 FORMAT_BITS = {"int4": 4, "int8": 8}
@@ -59,23 +59,27 @@ class LinearFactory:
         self.precision = precision
         self.stats = stats
         self.float_dtype = np.float16 if precision.dtype == "fp16" else np.float32
+        # (format, quantized table) of the last quantized embedding: a tied output head in the same
+        # format reuses it instead of quantizing the largest matrix of the model a second time.
+        self.embedding_table: tuple[str, BlockQuantized] | None = None
 
     def _quant_spec(self, fmt: str) -> QuantSpec:
         p = self.precision
         return QuantSpec(bits=FORMAT_BITS[fmt], block_size=p.block_size, symmetric=p.symmetric, method=p.method)
 
-    def linear(self, x: str, weight: np.ndarray, scope: str, fmt: str, *,
+    def linear(self, x: str, weight: np.ndarray | None, scope: str, fmt: str, *,
                bias: np.ndarray | None = None, importance: np.ndarray | None = None,
-               shared_storage: bool = False) -> str:
-        """`shared_storage` marks a weight whose bytes another tensor already stored (tied heads)."""
+               shared_storage: bool = False, quantized: BlockQuantized | None = None) -> str:
+        """`shared_storage` marks a weight whose bytes another tensor already stored (tied heads);
+        `quantized` is an already quantized weight (then `weight` may be None)."""
         g = self.g
-        n, k = weight.shape
+        n, k = (quantized.n, quantized.k) if quantized is not None else weight.shape
         if fmt == "float":
             w = g.weight(f"{scope}/weight", np.ascontiguousarray(weight.T.astype(self.float_dtype)))
             y = g.one("MatMul", [x, w], f"{scope}/MatMul")
             self.stats.add(fmt, n * k, n * k * np.dtype(self.float_dtype).itemsize)
         else:
-            bq = quantize_blockwise(weight, self._quant_spec(fmt), name=scope, importance=importance)
+            bq = quantized or quantize_blockwise(weight, self._quant_spec(fmt), name=scope, importance=importance)
             tensors = bq.matmul_nbits_tensors(self.float_dtype)
             inputs = [x, g.weight(f"{scope}/weight.packed", tensors["B"]),
                       g.weight(f"{scope}/weight.scales", tensors["scales"])]
@@ -102,6 +106,7 @@ class LinearFactory:
             self.stats.add(fmt, table.size, table.size * np.dtype(self.float_dtype).itemsize, read=1.0 / vocab)
             return g.one("Gather", [w, ids], f"{scope}/Gather")
         bq = quantize_blockwise(table, self._quant_spec(fmt), name=scope)
+        self.embedding_table = (fmt, bq)
         tensors = bq.gather_block_quantized_tensors(self.float_dtype)
         inputs = [g.weight(f"{scope}/weight.packed", tensors["data"]), ids,
                   g.weight(f"{scope}/weight.scales", tensors["scales"])]

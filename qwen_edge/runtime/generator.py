@@ -89,7 +89,8 @@ class Generation:
             token_buf = np.zeros(1, np.int64)
             self.sampler.observe(self.prompt_ids)
             start = time.perf_counter()
-            logits = model.step(cache, self.prompt_ids, mask)[-1]
+            logits = model.step(cache, self.prompt_ids, mask, last_only=True)[-1]
+            binding = None  # made after the first token, so that it does not count in its latency
             first = None
             while True:
                 token = self.sampler(logits)
@@ -107,7 +108,9 @@ class Generation:
                     break
                 self.sampler.observe((token,))
                 token_buf[0] = token
-                logits = model.step(cache, token_buf, mask, step_out)[-1]
+                if binding is None:
+                    binding = model.decode_binding(cache, step_out)
+                logits = model.step(cache, token_buf, mask, step_out, binding=binding)[-1]
             self.stats.decode_s = time.perf_counter() - first if first is not None else 0.0
         finally:
             model.release_cache(cache)

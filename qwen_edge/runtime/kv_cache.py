@@ -27,6 +27,11 @@ class KVCache:
                 binding.bind_ortvalue_input(f"past_key_values.{i}.{kind}", value)
                 binding.bind_ortvalue_output(f"present.{i}.{kind}", value)
 
+    def load_prefix(self, presents) -> None:
+        """Copy keys and values computed outside the cache (layer-major, key then value) to its start."""
+        for array, present in zip(self._arrays, presents):
+            array[:, :, :present.shape[2]] = present
+
     def reset(self) -> None:
         # Positions past `length` are never read (GQA masks by seqlens_k), so no zeroing needed.
         self.length = 0

@@ -19,7 +19,11 @@ from .bundle_check import check_bundle
 from .errors import ContextOverflowError, InvalidRequestError
 from .kv_cache import KVCache
 
+LOGITS_TO_KEEP = "logits_to_keep"  # the decoder graph's optional input (graph/decoder.py)
+
 _DTYPES = {"fp32": np.float32, "fp16": np.float16}
+_OPT_LEVELS = {"disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL, "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+               "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED, "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
 
 
 @dataclass(frozen=True)
@@ -43,7 +47,10 @@ def _session_options(opts: RuntimeOptions, recommended: dict[str, Any]) -> ort.S
         so.intra_op_num_threads = int(threads)
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    level = recommended.get("graph_optimization_level", "all")
+    if level not in _OPT_LEVELS:
+        raise BundleError(f"manifest runtime.graph_optimization_level '{level}' is not one of {', '.join(_OPT_LEVELS)}")
+    so.graph_optimization_level = _OPT_LEVELS[level]
     for key, value in sorted(recommended.get("config_entries", {}).items()):
         so.add_session_config_entry(key, str(value))
     return so
@@ -77,6 +84,14 @@ class Model:
             )
         except Exception as exc:  # onnxruntime raises untyped errors for corrupt files
             raise BundleError(f"{model_path}: onnxruntime could not load the model: {str(exc).splitlines()[0]}") from exc
+        # Bundles built before logits_to_keep existed compute logits for every prompt position.
+        overridable = {i.name for i in self.session.get_overridable_initializers()}
+        self._last_logits_only = np.ones(1, np.int64) if LOGITS_TO_KEEP in overridable else None
+        empty = np.zeros((1, self.num_kv_heads, 0, self.head_dim), self.kv_dtype)
+        self._empty_past = {f"past_key_values.{i}.{kind}": empty for i in range(self.num_layers)
+                            for kind in ("key", "value")}
+        self._output_names = ["logits"] + [f"present.{i}.{kind}" for i in range(self.num_layers)
+                                           for kind in ("key", "value")]
         tokenizer_path = self.path / "tokenizer.json"
         try:
             self.tokenizer = Tokenizer.from_file(str(tokenizer_path))
@@ -120,28 +135,62 @@ class Model:
             )
         return ids.astype(np.int64, copy=False)
 
-    def step(self, cache: KVCache, ids: np.ndarray, mask: np.ndarray, logits_out: ort.OrtValue | None = None) -> np.ndarray:
-        """Run `ids` (1-D) after the cache's current contents; returns logits [len(ids), vocab]."""
+    def decode_binding(self, cache: KVCache, logits_out: ort.OrtValue) -> ort.IOBinding:
+        """An IO binding for the one-token steps of one generation: the cache and the logits
+        buffer are bound once instead of at every step (50 bindings for a 24-layer model)."""
+        binding = self.session.io_binding()
+        binding.bind_ortvalue_output("logits", logits_out)
+        cache.bind(binding)
+        return binding
+
+    def step(self, cache: KVCache, ids: np.ndarray, mask: np.ndarray, logits_out: ort.OrtValue | None = None,
+             *, last_only: bool = False, binding: ort.IOBinding | None = None) -> np.ndarray:
+        """Run `ids` (1-D) after the cache's current contents; returns logits [len(ids), vocab].
+
+        With `last_only` the result may hold only the last position's row (bundles that support
+        it skip the output head for the others), so callers must index it with [-1].
+        `binding` is one from decode_binding(cache, logits_out) with the same cache and buffer.
+        """
         n = ids.shape[0]
         total = cache.length + n
         if total > cache.capacity:
             raise ContextOverflowError(
                 f"sequence of {total} tokens exceeds the bundle's context length {cache.capacity}"
             )
-        binding = self.session.io_binding()
-        # logits is bound first so that it is get_outputs()[0].
-        if logits_out is not None:
-            binding.bind_ortvalue_output("logits", logits_out)
-        else:
-            binding.bind_output("logits", "cpu")
+        if last_only and n > 1 and cache.length == 0 and self._last_logits_only is not None:
+            return self._prefill_last_only(cache, ids, mask)
+        if binding is None:
+            binding = self.session.io_binding()
+            # logits is bound first so that it is get_outputs()[0].
+            if logits_out is not None:
+                binding.bind_ortvalue_output("logits", logits_out)
+            else:
+                binding.bind_output("logits", "cpu")
+            cache.bind(binding)
+        elif logits_out is None:
+            raise InvalidRequestError("a reused decode binding needs the logits buffer it was made with")
         binding.bind_cpu_input("input_ids", ids.reshape(1, n))
         binding.bind_cpu_input("attention_mask", mask[:, :total])
-        cache.bind(binding)
         self.session.run_with_iobinding(binding)
         cache.length = total
         if logits_out is not None:
             return logits_out.numpy()[0]
         return binding.get_outputs()[0].numpy()[0]
+
+    def _prefill_last_only(self, cache: KVCache, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """A prompt into an empty cache, computing the output head for the last position only.
+
+        onnxruntime's IO binding can not feed an overridable initializer such as logits_to_keep,
+        so this pass runs unbound, with empty past tensors, and copies the prompt's keys and
+        values into the cache once (the decode steps after it update the cache in place).
+        """
+        n = ids.shape[0]
+        feeds = {"input_ids": ids.reshape(1, n), "attention_mask": mask[:, :n], LOGITS_TO_KEEP: self._last_logits_only}
+        feeds.update(self._empty_past)
+        outputs = self.session.run(self._output_names, feeds)
+        cache.load_prefix(outputs[1:])
+        cache.length = n
+        return outputs[0][0]
 
     def logits(self, ids) -> np.ndarray:
         """Logits for every position of one sequence, from an empty cache: [len(ids), vocab]."""

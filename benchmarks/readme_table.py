@@ -1,0 +1,94 @@
+"""The README's benchmark tables, generated from suite JSONs (default: the newest).
+
+    python benchmarks/readme_table.py [benchmarks/results/suite-....json ...] [--write README.md]
+
+With --write, the table replaces the text between the README's
+<!-- suite-table:start --> and <!-- suite-table:end --> markers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+START, END = "<!-- suite-table:start -->", "<!-- suite-table:end -->"
+MIB = 2**20
+
+
+def _fmt(v, spec="{:.1f}"):
+    return "–" if v is None else spec.format(v)
+
+
+def table(report: dict, source: str) -> str:
+    lines = []
+    bw = report["bandwidth"]
+    lines.append(f"Measured {report['date']} by `{report['command']}` ({source}); {report['threads']} threads on "
+                 f"{report['machine']['cpus']} CPUs, load average at start "
+                 f"{report['machine']['load_average_at_start'][0]:.1f}; memory read bandwidth {bw['read_gb_s']} GB/s.")
+    for ckpt in report["checkpoints"].values():
+        if "runs" not in ckpt:
+            continue
+        name = Path(ckpt["checkpoint"]).name
+        ours = ckpt["runs"].get("qwen_edge int4", {})
+        lines += ["", f"**{name}** — batch 1, {ours.get('workload', {}).get('prompt_tokens', 128)}-token prompt, "
+                      f"{ours.get('workload', {}).get('new_tokens', 128)} new tokens, greedy, median of "
+                      f"{ours.get('workload', {}).get('runs', '?')} runs after a warm-up", "",
+                  "| runtime, model | decode tok/s | time to first token ms | peak RSS MiB | ours int4 decode ratio |",
+                  "|---|---:|---:|---:|---:|"]
+        ours_tps = ours.get("decode_tokens_per_s_median")
+        for label, rec in ckpt["runs"].items():
+            if "skipped" in rec:
+                lines.append(f"| {label} | skipped: {rec['skipped'][:80]} | | | |")
+                continue
+            tps = rec["decode_tokens_per_s_median"]
+            ratio = f"{ours_tps / tps:.2f}x" if ours_tps and label != "qwen_edge int4" else ""
+            lines.append(f"| {label} | {tps:.1f} | {rec['ttft_ms_median']:.0f} | "
+                         f"{rec['process_peak_rss_bytes'] / MIB:.0f} | {ratio} |")
+        if ckpt.get("bandwidth_ceiling_tokens_per_s"):
+            lines.append(f"| bandwidth-bound ceiling ({ckpt['weight_bytes_per_token_int4'] / MIB:.0f} MiB of int4 "
+                         f"weights per token) | {ckpt['bandwidth_ceiling_tokens_per_s']:.1f} | | | "
+                         f"ours = {ckpt['decode_fraction_of_ceiling']:.0%} |")
+        lines += ["", "| build | wall s | peak RSS MiB |", "|---|---:|---:|"]
+        for label, rec in ckpt["builds"].items():
+            if "wall_s" in rec:
+                lines.append(f"| {label} | {rec['wall_s']:.1f} | {rec['peak_rss_bytes'] / MIB:.0f} |")
+            elif "skipped" in rec:
+                lines.append(f"| {label} | skipped: {rec['skipped'][:80]} | |")
+    lines += ["", "| Must-show | value | met |", "|---|---:|---|"]
+    for key, check in report.get("must_show", {}).items():
+        met = {True: "yes", False: "**no**", None: "not measured"}[check["met"]]
+        lines.append(f"| {key} | {_fmt(check['value'], '{:.3g}')} | {met} |")
+    return "\n".join(lines)
+
+
+def newest() -> Path:
+    found = sorted((HERE / "results").glob("suite-*.json"))
+    if not found:
+        raise SystemExit("no benchmarks/results/suite-*.json yet: run benchmarks/run_suite.py first")
+    return found[-1]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("json", type=Path, nargs="*", help="one or more suite JSONs, shown in order")
+    ap.add_argument("--write", type=Path, help="README to update between the suite-table markers")
+    args = ap.parse_args()
+    paths = args.json or [newest()]
+    text = "\n\n".join(table(json.loads(p.read_text()), p.name) for p in paths)
+    if not args.write:
+        print(text)
+        return
+    readme = args.write.read_text()
+    if START not in readme or END not in readme:
+        sys.exit(f"{args.write}: no {START} ... {END} markers")
+    head, rest = readme.split(START, 1)
+    _, tail = rest.split(END, 1)
+    args.write.write_text(f"{head}{START}\n{text}\n{END}{tail}")
+    print(f"updated {args.write}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,64 @@
+"""The suite's pure parts: Must-show ratios from results, and the README table made from them."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def suite_modules():
+    sys.path[:0] = [str(BENCH), str(BENCH / "peers")]
+    try:
+        import readme_table
+        import run_suite
+        yield run_suite, readme_table
+    finally:
+        del sys.path[:2]
+
+
+def _run(tps, ttft):
+    return {"decode_tokens_per_s_median": tps, "ttft_ms_median": ttft, "process_peak_rss_bytes": 2**29,
+            "workload": {"prompt_tokens": 128, "new_tokens": 128, "runs": 5}}
+
+
+def _report(run_suite, ours_tps):
+    ckpt = {
+        "checkpoint": "/x/qwen2.5-0.5b-random",
+        "runs": {"qwen_edge int4": _run(ours_tps, 500.0), "genai int4": _run(40.0, 600.0),
+                 "llama.cpp Q4_0": _run(50.0, 450.0), "openvino int4": {"skipped": "openvino_genai is not importable"}},
+        "builds": {"qwen_edge int4": {"wall_s": 20.0, "peak_rss_bytes": 2**30},
+                   "genai int4": {"wall_s": 50.0, "peak_rss_bytes": 4 * 2**30}},
+        "weight_bytes_per_token_int4": 300 * 2**20,
+    }
+    ckpt["comparisons"] = run_suite.comparisons(ckpt)
+    return {"date": "2026-11-23T10:00:00+00:00", "command": "run_suite.py --quick", "threads": 2,
+            "machine": {"cpus": 2, "load_average_at_start": [0.1, 0.1, 0.1]}, "bandwidth": {"read_gb_s": 20.0},
+            "checkpoints": {"qwen2.5-0.5b-random": ckpt},
+            "must_show": run_suite.must_show(ckpt["comparisons"], None)}
+
+
+def test_must_show_ratios_follow_the_numbers(suite_modules):
+    run_suite, _ = suite_modules
+    report = _report(run_suite, 48.0)
+    cmp = report["checkpoints"]["qwen2.5-0.5b-random"]["comparisons"]
+    assert cmp["decode_vs_genai int4"] == pytest.approx(1.2)
+    assert cmp["ttft_vs_best_of_genai_llamacpp_q4_0"] == pytest.approx(500 / 450, abs=1e-3)
+    checks = report["must_show"]
+    assert checks["decode >= 1.1x genai int4"]["met"] is True
+    assert checks["decode >= 1.0x llama.cpp Q4_0"]["met"] is False  # 48 < 50
+    assert checks["ttft <= 1.1x best of genai int4 and llama.cpp Q4_0"]["met"] is False  # 1.111
+    assert checks["build wall <= 0.5x genai builder"]["met"] is True
+    assert checks["decode >= 70% of the bandwidth-bound ceiling"]["met"] is None
+
+
+def test_readme_table_lists_every_entry_and_skips(suite_modules):
+    run_suite, readme_table = suite_modules
+    text = readme_table.table(_report(run_suite, 55.0), "suite-x.json")
+    assert "| llama.cpp Q4_0 | 50.0 | 450 | 512 | 1.10x |" in text
+    assert "skipped: openvino_genai is not importable" in text
+    assert "| decode >= 1.0x llama.cpp Q4_0 | 1.1 | yes |" in text
