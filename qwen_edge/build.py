@@ -38,6 +38,8 @@ class BuildRequest:
     target: str = "cpu"
     options: DecoderOptions = field(default_factory=DecoderOptions)
     smoke_test: bool = True
+    calibration: Any = None  # quant.data_aware.CalibrationConfig: data-aware quantization
+    budget: Any = None  # mixed_precision.Budget: per-tensor precision under a size / quality budget
 
 
 def tool_versions() -> dict[str, Any]:
@@ -60,11 +62,16 @@ def build(request: BuildRequest, progress: Progress | None = None) -> dict[str, 
         adapter = adapter_for(ckpt.architecture)
         spec = adapter.spec(ckpt.config, ckpt.architecture)
         context = request.options.context_length(spec)
+        plan, precision = None, request.precision
+        if request.calibration is not None and precision.family in ("int4", "int8"):
+            from .calibrated_build import prepare_plan
+
+            plan, precision = prepare_plan(request, adapter, spec, progress)
         with staged_output(request.output) as stage:
             writer = ExternalDataWriter(stage / DATA_FILE)
             try:
                 g = GraphBuilder(writer, name=f"qwen_edge_{spec.architecture}")
-                decoder = DecoderBuilder(ckpt, adapter, spec, request.precision, g, request.options, progress)
+                decoder = DecoderBuilder(ckpt, adapter, spec, precision, g, request.options, progress, plan)
                 decoder.build()
             finally:
                 writer.close()
@@ -102,7 +109,7 @@ def build(request: BuildRequest, progress: Progress | None = None) -> dict[str, 
                     "fingerprint": ckpt.source_fingerprint(),
                 },
                 "architecture": spec.to_dict(),
-                "precision": request.precision.to_dict() | {"name": request.precision.name},
+                "precision": precision.to_dict() | {"name": precision.name},
                 "target": {"name": target.name, "provider": target.execution_provider,
                            "fallback": target.fallback, "executed": target.executed_here,
                            "onnxruntime_package": target.onnxruntime_package,
@@ -126,6 +133,8 @@ def build(request: BuildRequest, progress: Progress | None = None) -> dict[str, 
                 "weights": decoder.stats.to_dict(),
                 "graph": {"nodes": len(g.nodes), "op_counts": dict(sorted(g.op_counts.items()))},
             }
+            if plan is not None:
+                manifest["quantization"] = plan.report
             return write_manifest(stage, manifest)
 
 

@@ -1,0 +1,36 @@
+"""The data-aware part of a build: calibration, per-tensor precision under a budget, and the
+quality report that goes into the manifest. build.py calls in here; the logic lives here."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from .checkpoint import Checkpoint
+from .quant.data_aware import CalibrationConfig, QuantPlan, calibration_ids, plan_quantization
+from .quant.forward import EMBED_SCOPE, HEAD_SCOPE
+
+
+def prepare_plan(request, adapter, spec, progress=None) -> tuple[QuantPlan, Any]:
+    """Quantize ahead of the graph build; returns the plan and the precision the graph must use
+    (embeddings / lm_head formats as the plan chose them)."""
+    config: CalibrationConfig = request.calibration
+    precision = request.precision
+    with Checkpoint.open(request.checkpoint) as ckpt:
+        ids, info = calibration_ids(ckpt, config)
+        formats: dict[str, str] = {}
+        block_sizes: dict[str, int] = {}
+        budget = getattr(request, "budget", None)
+        selection = None
+        if budget is not None:
+            from .mixed_precision import choose_formats
+
+            formats, block_sizes, selection = choose_formats(ckpt, adapter, spec, precision, config, budget,
+                                                             ids, progress)
+        plan = plan_quantization(ckpt, adapter, spec, precision, config, formats, block_sizes, ids, progress)
+    plan.report["text"] = info
+    if selection is not None:
+        plan.report["mixed_precision"] = selection
+    precision = replace(precision, embeddings=formats.get(EMBED_SCOPE, precision.embeddings),
+                        lm_head=formats.get(HEAD_SCOPE, precision.lm_head))
+    return plan, precision
