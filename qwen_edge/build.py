@@ -40,6 +40,7 @@ class BuildRequest:
     smoke_test: bool = True
     calibration: Any = None  # quant.data_aware.CalibrationConfig: data-aware quantization
     budget: Any = None  # mixed_precision.Budget: per-tensor precision under a size / quality budget
+    quality: Any = None  # quality.QualityConfig: measure the graph against the float reference
 
 
 def tool_versions() -> dict[str, Any]:
@@ -63,7 +64,7 @@ def build(request: BuildRequest, progress: Progress | None = None) -> dict[str, 
         spec = adapter.spec(ckpt.config, ckpt.architecture)
         context = request.options.context_length(spec)
         plan, precision = None, request.precision
-        if request.calibration is not None and precision.family in ("int4", "int8"):
+        if (request.calibration is not None or request.budget is not None) and precision.family in ("int4", "int8"):
             from .calibrated_build import prepare_plan
 
             plan, precision = prepare_plan(request, adapter, spec, progress)
@@ -135,6 +136,16 @@ def build(request: BuildRequest, progress: Progress | None = None) -> dict[str, 
             }
             if plan is not None:
                 manifest["quantization"] = plan.report
+            if request.quality is not None:
+                from .quality import quality_report
+
+                if progress:
+                    progress("quality", 0, 1)
+                staged_bytes = sum(p.stat().st_size for p in stage.rglob("*") if p.is_file())
+                manifest["quality"] = quality_report(stage / MODEL_FILE, request.checkpoint, adapter, spec, precision,
+                                                     request.quality, manifest["weights"], staged_bytes)
+                if progress:
+                    progress("quality", 1, 1)
             return write_manifest(stage, manifest)
 
 

@@ -75,9 +75,11 @@ def cmd_build(args: argparse.Namespace) -> int:
         accuracy_level=args.accuracy_level, method=args.quant_method,
         embeddings=args.embeddings, lm_head=args.lm_head,
     )
+    from .calibrated_build import request_options
+
     request = BuildRequest(
         checkpoint=Path(args.checkpoint), output=Path(args.output), precision=precision, target=args.target,
-        options=DecoderOptions(max_positions=args.max_length),
+        options=DecoderOptions(max_positions=args.max_length), **request_options(args),
     )
     progress = Progress(not (args.quiet or args.json))
     start = time.perf_counter()
@@ -274,6 +276,9 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--embeddings", choices=["float", "int8", "int4"], default=None)
     b.add_argument("--lm-head", choices=["float", "int8", "int4"], default=None)
     b.add_argument("--max-length", type=int, default=None, help="context length of the bundle (default: the model's)")
+    from .calibrated_build import add_build_arguments
+
+    add_build_arguments(b)
     common(b)
     b.set_defaults(func=cmd_build)
 

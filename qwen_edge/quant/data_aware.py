@@ -124,7 +124,7 @@ class ProjectionQuantizer:
         if self.method == "rtn":
             bq = quantize_blockwise(w, self.spec(bits, block_size, "rtn"), name=scope)
             return bq, None, {}
-        if self.method == "gptq":
+        if self.method == "gptq" and bits == 4:
             return gptq_quantize(w, h, self.spec(bits, block_size), name=scope), None, {}
         if self.method == "awq" and foldable:
             return self._awq(scope, x, w, bits, block_size, importance)

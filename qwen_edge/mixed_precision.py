@@ -1,0 +1,226 @@
+"""Per-tensor precision under a budget, chosen by measured sensitivity.
+
+Each projection (and the embedding table, with the tied lm_head when they share storage) is a
+unit. Its sensitivity is the KL divergence of the model's next-token distribution, on a few
+calibration windows, when only that unit is quantized to the base format. Units are upgraded
+(int4 -> int8) in order of KL saved per byte added while the budget allows:
+
+  * ``max_size_mb``: the bundle's predicted size (weights in their formats + the files that do not
+    depend on precision) stays within the budget;
+  * ``max_ppl_increase``: the predicted calibration-text perplexity increase falls within the
+    budget. The prediction adds the units' measured KLs, scaled so that the all-base-format sum
+    matches the measured mean NLL increase of the all-base-format model on the same windows.
+
+Both may be given; the smaller selection satisfying both wins (the size cap is never exceeded).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from .errors import ConfigError
+from .quant.blockwise import QuantSpec, quantize_blockwise
+from .quant.forward import EMBED_SCOPE, HEAD_SCOPE, LayerwiseForward, all_linear_scopes
+from .verify import log_softmax
+
+UPGRADE_FORMAT = "int8"
+UPGRADE_BLOCK_SIZE = 128  # int8 spends 1 byte per weight already; large blocks keep the scale overhead small
+SENSITIVITY_WINDOWS = 2
+# Bytes a bundle holds besides the weight tensors and the copied tokenizer files: the graph proto
+# (about 6.4 kB per layer measured on Qwen2 graphs, rounded up), configs and the manifest with
+# its quality and sensitivity reports (about 20 kB at 8 layers).
+_OVERHEAD_PER_LAYER = 7_000
+_OVERHEAD_FIXED = 24_000
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class Budget:
+    max_size_mb: float | None = None
+    max_ppl_increase: float | None = None  # percent
+
+    def __post_init__(self) -> None:
+        if self.max_size_mb is None and self.max_ppl_increase is None:
+            raise ConfigError("budget: give max_size_mb, max_ppl_increase or both")
+        for key in ("max_size_mb", "max_ppl_increase"):
+            value = getattr(self, key)
+            if value is not None and (not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0):
+                raise ConfigError(f"budget: {key} {value!r} must be a positive number")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"max_size_mb": self.max_size_mb, "max_ppl_increase": self.max_ppl_increase}
+
+
+def matrix_bytes(n: int, k: int, fmt: str, block_size: int, symmetric: bool, float_bytes: int = 4) -> int:
+    """Stored bytes of an [n, k] matrix in `fmt` (MatMulNBits layout, float scales)."""
+    if fmt == "float":
+        return n * k * float_bytes
+    bits = 4 if fmt == "int4" else 8
+    kb = -(-k // block_size)
+    size = n * kb * block_size * bits // 8 + n * kb * float_bytes
+    if not symmetric:
+        size += n * (-(-kb * bits // 8))
+    return size
+
+
+@dataclass
+class Unit:
+    name: str  # the scope, or "embed+lm_head" for a shared table
+    scopes: tuple[str, ...]
+    shape: tuple[int, int]
+    copies: int  # stored tables (1 when embedding and head share storage)
+    kl: float = 0.0
+    nll_increase: float = 0.0
+
+    def bytes(self, fmt: str, block_size: int, symmetric: bool) -> int:
+        return self.copies * matrix_bytes(*self.shape, fmt, block_size, symmetric)
+
+
+def _units(fwd: LayerwiseForward, spec, precision) -> list[Unit]:
+    units = []
+    for i in range(spec.num_layers):
+        for scope, w in fwd.fused_weights(i).items():
+            units.append(Unit(scope, (scope,), w.shape, 1))
+    vocab_hidden = (spec.vocab_size, spec.hidden_size)
+    if spec.tie_word_embeddings:
+        units.append(Unit("embed+lm_head", (EMBED_SCOPE, HEAD_SCOPE), vocab_hidden, 1))
+    else:
+        units.append(Unit(EMBED_SCOPE, (EMBED_SCOPE,), vocab_hidden, 1))
+        units.append(Unit(HEAD_SCOPE, (HEAD_SCOPE,), vocab_hidden, 1))
+    return units
+
+
+def _kl_and_nll(fwd: LayerwiseForward, ids: np.ndarray, ref_lp: list[np.ndarray], **kwargs) -> tuple[float, float]:
+    kls, dn = [], []
+    for row_ids, lp_ref, logits in zip(ids, ref_lp, fwd.logits(ids, **kwargs)):
+        lp = log_softmax(logits)
+        kls.append(float((np.exp(lp_ref) * (lp_ref - lp)).sum(-1).mean()))
+        tgt = row_ids[1:]
+        pos = np.arange(len(tgt))
+        dn.append(float(lp_ref[pos, tgt].mean() - lp[pos, tgt].mean()))
+    return float(np.mean(kls)), float(np.mean(dn))
+
+
+def measure_sensitivity(fwd: LayerwiseForward, spec, precision, ids: np.ndarray,
+                        progress: Progress | None = None) -> tuple[list[Unit], float]:
+    """Per-unit KL / NLL increase with only that unit in the base format; and the all-base NLL increase."""
+    base = QuantSpec(bits=4 if precision.weights == "int4" else 8, block_size=precision.block_size,
+                     symmetric=precision.symmetric, method=precision.method)
+    units = _units(fwd, spec, precision)
+    ref_lp = [log_softmax(lg) for lg in fwd.logits(ids)]
+    quantized: dict[str, np.ndarray] = {}
+    for u in units:
+        w = fwd.head_weight() if u.scopes[-1] == HEAD_SCOPE else \
+            fwd.tensor(fwd.adapter.GLOBAL_TENSORS["embed"]) if u.scopes[0] == EMBED_SCOPE else None
+        if w is None:
+            layer = int(u.name.split("layers.")[1].split("/")[0])
+            w = fwd.fused_weights(layer)[u.name]
+        quantized[u.name] = quantize_blockwise(w, base, name=u.name).dequantize()
+    for n_done, u in enumerate(units):
+        if progress:
+            progress("sensitivity", n_done, len(units) + 1)
+        u.kl, u.nll_increase = _kl_and_nll(fwd, ids, ref_lp, **_substitution(u, quantized[u.name]))
+    weights: dict[str, np.ndarray] = {}
+    embed_table = None
+    for u in units:
+        sub = _substitution(u, quantized[u.name])
+        weights.update(sub.get("weights", {}))
+        embed_table = sub.get("embed_table", embed_table)
+    _, all_nll = _kl_and_nll(fwd, ids, ref_lp, weights=weights, embed_table=embed_table)
+    if progress:
+        progress("sensitivity", len(units) + 1, len(units) + 1)
+    return units, all_nll
+
+
+def _substitution(u: Unit, deq: np.ndarray) -> dict[str, Any]:
+    out: dict[str, Any] = {"weights": {}}
+    for scope in u.scopes:
+        if scope == EMBED_SCOPE:
+            out["embed_table"] = deq
+        else:
+            out["weights"][scope] = deq
+    return out
+
+
+def fixed_bytes(checkpoint, spec) -> int:
+    """Bundle bytes that do not depend on the weights' formats: tokenizer files, norms, biases."""
+    from .bundle import TOKENIZER_FILES
+
+    copied = [checkpoint.tokenizer_files[n] for n in TOKENIZER_FILES if n in checkpoint.tokenizer_files]
+    gen = Path(checkpoint.path) / "generation_config.json"
+    copied += [gen] if gen.is_file() else []
+    files = sum(Path(p).stat().st_size for p in copied)
+    files += len((checkpoint.chat_template or "").encode("utf-8"))
+    floats = spec.num_layers * (2 * spec.hidden_size + (spec.q_size + 2 * spec.kv_size if spec.attention_bias else 0))
+    floats += spec.hidden_size + spec.rope.rotary_dim
+    return files + 4 * floats + _OVERHEAD_FIXED + _OVERHEAD_PER_LAYER * spec.num_layers
+
+
+def select(units: list[Unit], all_nll: float, budget: Budget, precision, fixed: int) -> dict[str, Any]:
+    """Which units to upgrade. Returns {"upgraded": [...], "predicted_bytes", "predicted_ppl_increase"}."""
+    sym, bs = precision.symmetric, precision.block_size
+    base_fmt = precision.weights
+    base_bytes = fixed + sum(u.bytes(base_fmt, bs, sym) for u in units)
+    extra = {u.name: u.bytes(UPGRADE_FORMAT, UPGRADE_BLOCK_SIZE, sym) - u.bytes(base_fmt, bs, sym) for u in units}
+    total_kl = sum(max(u.kl, 0.0) for u in units)
+    scale = all_nll / total_kl if total_kl > 0 and all_nll > 0 else 1.0
+    order = sorted(units, key=lambda u: max(u.kl, 0.0) / max(extra[u.name], 1), reverse=True)
+    cap = None if budget.max_size_mb is None else budget.max_size_mb * 1e6
+    if cap is not None and base_bytes > cap:
+        raise ConfigError(f"budget: the all-{base_fmt} bundle is already {base_bytes / 1e6:.2f} MB, "
+                          f"over max_size_mb {budget.max_size_mb}")
+
+    def predicted_increase(kl_left: float) -> float:
+        return 100.0 * (math.exp(scale * kl_left) - 1.0)
+
+    chosen: list[str] = []
+    size, kl_left = base_bytes, total_kl
+    for u in order:
+        if budget.max_ppl_increase is not None and predicted_increase(kl_left) <= budget.max_ppl_increase:
+            break
+        if cap is not None and size + extra[u.name] > cap:
+            continue
+        chosen.append(u.name)
+        size += extra[u.name]
+        kl_left -= max(u.kl, 0.0)
+    return {
+        "upgraded": chosen,
+        "upgrade_format": UPGRADE_FORMAT,
+        "upgrade_block_size": UPGRADE_BLOCK_SIZE,
+        "predicted_bytes": int(size),
+        "predicted_ppl_increase": predicted_increase(kl_left),
+        "budget_met": (cap is None or size <= cap) and (budget.max_ppl_increase is None
+                                                         or predicted_increase(kl_left) <= budget.max_ppl_increase),
+        "sensitivity": {u.name: {"kl": u.kl, "nll_increase": u.nll_increase, "extra_bytes": extra[u.name]}
+                        for u in units},
+        "all_base_nll_increase": all_nll,
+    }
+
+
+def choose_formats(checkpoint, adapter, spec, precision, config, budget: Budget, ids: np.ndarray,
+                   progress: Progress | None = None) -> tuple[dict[str, str], dict[str, int], dict[str, Any]]:
+    """Measure, select, and return per-scope formats and block sizes for the quantization plan."""
+    if not isinstance(budget, Budget):
+        raise ConfigError(f"budget: expected a Budget, got {type(budget).__name__}")
+    fwd = LayerwiseForward(checkpoint, adapter, spec)
+    sample = ids[:: max(1, len(ids) // SENSITIVITY_WINDOWS)][:SENSITIVITY_WINDOWS]
+    units, all_nll = measure_sensitivity(fwd, spec, precision, sample, progress)
+    selection = select(units, all_nll, budget, precision, fixed_bytes(checkpoint, spec))
+    selection["budget"] = budget.to_dict()
+    formats: dict[str, str] = {}
+    block_sizes: dict[str, int] = {}
+    by_name = {u.name: u for u in units}
+    for name in selection["upgraded"]:
+        for scope in by_name[name].scopes:
+            formats[scope] = UPGRADE_FORMAT
+            block_sizes[scope] = UPGRADE_BLOCK_SIZE
+    return formats, block_sizes, selection
+
+
+__all__ = ["Budget", "choose_formats", "matrix_bytes", "measure_sensitivity", "select", "all_linear_scopes"]
