@@ -143,7 +143,7 @@ def build(request: BuildRequest, progress: Progress | None = None) -> dict[str, 
                     progress("quality", 0, 1)
                 staged_bytes = sum(p.stat().st_size for p in stage.rglob("*") if p.is_file())
                 manifest["quality"] = quality_report(stage / MODEL_FILE, request.checkpoint, adapter, spec, precision,
-                                                     request.quality, manifest["weights"], staged_bytes)
+                                                     request.quality, manifest["weights"], staged_bytes, context)
                 if progress:
                     progress("quality", 1, 1)
             return write_manifest(stage, manifest)

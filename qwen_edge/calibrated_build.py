@@ -70,6 +70,7 @@ def request_options(args) -> dict[str, Any]:
             values["method"] = args.method
         if args.calibration_tokens is not None:
             values["tokens"] = args.calibration_tokens
+            values["window"] = min(CalibrationConfig.window, args.calibration_tokens)
         calibration = CalibrationConfig.from_dict(values)
     quality = None
     if not args.no_quality:

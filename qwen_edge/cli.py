@@ -87,7 +87,8 @@ def cmd_build(args: argparse.Namespace) -> int:
     seconds = time.perf_counter() - start
     size = sum(f["bytes"] for f in manifest["files"].values())
     _emit(args, {"output": str(args.output), "seconds": round(seconds, 3), "bundle_bytes": size,
-                 "precision": manifest["precision"], "weights": manifest["weights"]},
+                 "precision": manifest["precision"], "weights": manifest["weights"],
+                 "quality": manifest.get("quality"), "mixed_precision": manifest.get("quantization", {}).get("mixed_precision")},
           f"built {args.output} ({precision.name}, {size / 1e6:.2f} MB, "
           f"{manifest['weights']['bits_per_weight']:.2f} bits/weight) in {seconds:.1f}s")
     return 0

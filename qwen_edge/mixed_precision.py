@@ -2,8 +2,9 @@
 
 Each projection (and the embedding table, with the tied lm_head when they share storage) is a
 unit. Its sensitivity is the KL divergence of the model's next-token distribution, on a few
-calibration windows, when only that unit is quantized to the base format. Units are upgraded
-(int4 -> int8) in order of KL saved per byte added while the budget allows:
+calibration windows, when only that unit is quantized, at each level of a ladder (base int4
+block size, half that block size, int8). Units move up the ladder in order of KL saved per byte
+added while the budget allows:
 
   * ``max_size_mb``: the bundle's predicted size (weights in their formats + the files that do not
     depend on precision) stays within the budget;
@@ -28,8 +29,9 @@ from .quant.blockwise import QuantSpec, quantize_blockwise
 from .quant.forward import EMBED_SCOPE, HEAD_SCOPE, LayerwiseForward, all_linear_scopes
 from .verify import log_softmax
 
-UPGRADE_FORMAT = "int8"
-UPGRADE_BLOCK_SIZE = 128  # int8 spends 1 byte per weight already; large blocks keep the scale overhead small
+# The top of every ladder: int8 spends a byte per weight already, so large blocks keep its scale
+# overhead small, and its error is negligible next to int4's (its KL is taken as 0).
+TOP_LEVEL = ("int8", 128)
 SENSITIVITY_WINDOWS = 2
 # Bytes a bundle holds besides the weight tensors and the copied tokenizer files: the graph proto
 # (about 6.4 kB per layer measured on Qwen2 graphs, rounded up), configs and the manifest with
@@ -75,11 +77,11 @@ class Unit:
     scopes: tuple[str, ...]
     shape: tuple[int, int]
     copies: int  # stored tables (1 when embedding and head share storage)
-    kl: float = 0.0
-    nll_increase: float = 0.0
+    kl: dict = None  # level (fmt, block_size) -> KL with only this unit at that level
+    nll_increase: float = 0.0  # at the base level
 
-    def bytes(self, fmt: str, block_size: int, symmetric: bool) -> int:
-        return self.copies * matrix_bytes(*self.shape, fmt, block_size, symmetric)
+    def bytes(self, level: tuple[str, int], symmetric: bool) -> int:
+        return self.copies * matrix_bytes(*self.shape, level[0], level[1], symmetric)
 
 
 def _units(fwd: LayerwiseForward, spec, precision) -> list[Unit]:
@@ -107,34 +109,60 @@ def _kl_and_nll(fwd: LayerwiseForward, ids: np.ndarray, ref_lp: list[np.ndarray]
     return float(np.mean(kls)), float(np.mean(dn))
 
 
+def ladder(precision) -> list[tuple[str, int]]:
+    """Storage levels a unit can take, cheapest first: the base format, int4 at half the block size
+    (when the base is int4 with blocks of 32 or more), then int8."""
+    base = (precision.weights, precision.block_size)
+    levels = [base]
+    if precision.weights == "int4" and precision.block_size >= 32:
+        levels.append(("int4", precision.block_size // 2))
+    if base != TOP_LEVEL:
+        levels.append(TOP_LEVEL)
+    return levels
+
+
+def _unit_weight(fwd: LayerwiseForward, u: Unit) -> np.ndarray:
+    if u.scopes[-1] == HEAD_SCOPE:
+        return fwd.head_weight()
+    if u.scopes[0] == EMBED_SCOPE:
+        return fwd.tensor(fwd.adapter.GLOBAL_TENSORS["embed"])
+    layer = int(u.name.split("layers.")[1].split("/")[0])
+    return fwd.fused_weights(layer)[u.name]
+
+
 def measure_sensitivity(fwd: LayerwiseForward, spec, precision, ids: np.ndarray,
                         progress: Progress | None = None) -> tuple[list[Unit], float]:
-    """Per-unit KL / NLL increase with only that unit in the base format; and the all-base NLL increase."""
-    base = QuantSpec(bits=4 if precision.weights == "int4" else 8, block_size=precision.block_size,
-                     symmetric=precision.symmetric, method=precision.method)
+    """Per unit and level below int8: the KL with only that unit quantized there (int8's is taken
+    as 0); and the mean NLL increase of the model with every unit at the base level."""
+    levels = [lv for lv in ladder(precision) if lv != TOP_LEVEL]
     units = _units(fwd, spec, precision)
     ref_lp = [log_softmax(lg) for lg in fwd.logits(ids)]
-    quantized: dict[str, np.ndarray] = {}
+    base_deq: dict[str, np.ndarray] = {}
+    total, done = len(units) * len(levels) + 1, 0
     for u in units:
-        w = fwd.head_weight() if u.scopes[-1] == HEAD_SCOPE else \
-            fwd.tensor(fwd.adapter.GLOBAL_TENSORS["embed"]) if u.scopes[0] == EMBED_SCOPE else None
-        if w is None:
-            layer = int(u.name.split("layers.")[1].split("/")[0])
-            w = fwd.fused_weights(layer)[u.name]
-        quantized[u.name] = quantize_blockwise(w, base, name=u.name).dequantize()
-    for n_done, u in enumerate(units):
-        if progress:
-            progress("sensitivity", n_done, len(units) + 1)
-        u.kl, u.nll_increase = _kl_and_nll(fwd, ids, ref_lp, **_substitution(u, quantized[u.name]))
+        u.kl = {TOP_LEVEL: 0.0}
+        w = _unit_weight(fwd, u)
+        for level in levels:
+            if progress:
+                progress("sensitivity", done, total)
+            spec_ = QuantSpec(bits=4 if level[0] == "int4" else 8, block_size=level[1],
+                              symmetric=precision.symmetric, method=precision.method)
+            deq = quantize_blockwise(w, spec_, name=u.name).dequantize()
+            kl, nll = _kl_and_nll(fwd, ids, ref_lp, **_substitution(u, deq))
+            u.kl[level] = max(kl, 0.0)
+            if level == levels[0]:
+                base_deq[u.name] = deq
+                u.nll_increase = nll
+            done += 1
     weights: dict[str, np.ndarray] = {}
     embed_table = None
     for u in units:
-        sub = _substitution(u, quantized[u.name])
+        sub = _substitution(u, base_deq[u.name])
         weights.update(sub.get("weights", {}))
         embed_table = sub.get("embed_table", embed_table)
     _, all_nll = _kl_and_nll(fwd, ids, ref_lp, weights=weights, embed_table=embed_table)
     if progress:
-        progress("sensitivity", len(units) + 1, len(units) + 1)
+        progress("sensitivity", total, total)
     return units, all_nll
 
 
@@ -163,42 +191,60 @@ def fixed_bytes(checkpoint, spec) -> int:
 
 
 def select(units: list[Unit], all_nll: float, budget: Budget, precision, fixed: int) -> dict[str, Any]:
-    """Which units to upgrade. Returns {"upgraded": [...], "predicted_bytes", "predicted_ppl_increase"}."""
-    sym, bs = precision.symmetric, precision.block_size
-    base_fmt = precision.weights
-    base_bytes = fixed + sum(u.bytes(base_fmt, bs, sym) for u in units)
-    extra = {u.name: u.bytes(UPGRADE_FORMAT, UPGRADE_BLOCK_SIZE, sym) - u.bytes(base_fmt, bs, sym) for u in units}
-    total_kl = sum(max(u.kl, 0.0) for u in units)
-    scale = all_nll / total_kl if total_kl > 0 and all_nll > 0 else 1.0
-    order = sorted(units, key=lambda u: max(u.kl, 0.0) / max(extra[u.name], 1), reverse=True)
+    """Each unit's level. Greedy on KL saved per byte added: at every step the single move (a unit
+    to any higher level) with the best ratio that still fits the size cap is taken, until the
+    predicted perplexity increase is within budget or nothing fits."""
+    sym = precision.symmetric
+    levels = ladder(precision)
+    base = levels[0]
+    for u in units:
+        missing = [lv for lv in levels if lv not in (u.kl or {})]
+        if missing:
+            raise ConfigError(f"mixed precision: unit '{u.name}' has no sensitivity for level {missing[0]}")
+    base_kl = sum(u.kl[base] for u in units)
+    scale = all_nll / base_kl if base_kl > 0 and all_nll > 0 else 1.0
     cap = None if budget.max_size_mb is None else budget.max_size_mb * 1e6
-    if cap is not None and base_bytes > cap:
-        raise ConfigError(f"budget: the all-{base_fmt} bundle is already {base_bytes / 1e6:.2f} MB, "
+    size = fixed + sum(u.bytes(base, sym) for u in units)
+    if cap is not None and size > cap:
+        raise ConfigError(f"budget: the all-{base[0]} bundle is already {size / 1e6:.2f} MB, "
                           f"over max_size_mb {budget.max_size_mb}")
 
     def predicted_increase(kl_left: float) -> float:
         return 100.0 * (math.exp(scale * kl_left) - 1.0)
 
-    chosen: list[str] = []
-    size, kl_left = base_bytes, total_kl
-    for u in order:
-        if budget.max_ppl_increase is not None and predicted_increase(kl_left) <= budget.max_ppl_increase:
+    level = {u.name: 0 for u in units}
+    kl_left = base_kl
+    steps = []
+    while budget.max_ppl_increase is None or predicted_increase(kl_left) > budget.max_ppl_increase:
+        best = None
+        for u in units:
+            here = levels[level[u.name]]
+            for j in range(level[u.name] + 1, len(levels)):
+                gain = u.kl[here] - u.kl[levels[j]]
+                cost = u.bytes(levels[j], sym) - u.bytes(here, sym)
+                if gain <= 0 or (cap is not None and size + cost > cap):
+                    continue
+                ratio = gain / max(cost, 1)
+                if best is None or ratio > best[0]:
+                    best = (ratio, u, j, gain, cost)
+        if best is None:
             break
-        if cap is not None and size + extra[u.name] > cap:
-            continue
-        chosen.append(u.name)
-        size += extra[u.name]
-        kl_left -= max(u.kl, 0.0)
+        _, u, j, gain, cost = best
+        level[u.name] = j
+        size += cost
+        kl_left -= gain
+        steps.append({"unit": u.name, "to": list(levels[j]), "kl_saved": gain, "bytes_added": cost})
+    predicted = predicted_increase(kl_left)
     return {
-        "upgraded": chosen,
-        "upgrade_format": UPGRADE_FORMAT,
-        "upgrade_block_size": UPGRADE_BLOCK_SIZE,
+        "levels": [list(lv) for lv in levels],
+        "chosen": {u.name: list(levels[level[u.name]]) for u in units if level[u.name] > 0},
+        "steps": steps,
         "predicted_bytes": int(size),
-        "predicted_ppl_increase": predicted_increase(kl_left),
+        "predicted_ppl_increase": predicted,
         "budget_met": (cap is None or size <= cap) and (budget.max_ppl_increase is None
-                                                         or predicted_increase(kl_left) <= budget.max_ppl_increase),
-        "sensitivity": {u.name: {"kl": u.kl, "nll_increase": u.nll_increase, "extra_bytes": extra[u.name]}
-                        for u in units},
+                                                         or predicted <= budget.max_ppl_increase),
+        "sensitivity": {u.name: {"kl": {f"{lv[0]}-b{lv[1]}": u.kl[lv] for lv in levels},
+                                 "nll_increase": u.nll_increase} for u in units},
         "all_base_nll_increase": all_nll,
     }
 
@@ -216,11 +262,11 @@ def choose_formats(checkpoint, adapter, spec, precision, config, budget: Budget,
     formats: dict[str, str] = {}
     block_sizes: dict[str, int] = {}
     by_name = {u.name: u for u in units}
-    for name in selection["upgraded"]:
+    for name, (fmt, block_size) in selection["chosen"].items():
         for scope in by_name[name].scopes:
-            formats[scope] = UPGRADE_FORMAT
-            block_sizes[scope] = UPGRADE_BLOCK_SIZE
+            formats[scope] = fmt
+            block_sizes[scope] = block_size
     return formats, block_sizes, selection
 
 
-__all__ = ["Budget", "choose_formats", "matrix_bytes", "measure_sensitivity", "select", "all_linear_scopes"]
+__all__ = ["Budget", "choose_formats", "ladder", "matrix_bytes", "measure_sensitivity", "select", "all_linear_scopes"]

@@ -82,8 +82,9 @@ def compare_on_windows(session, fwd: LayerwiseForward, spec, ids: np.ndarray, kv
 
 
 def quality_report(model_path: Path, checkpoint_dir: Path, adapter, spec, precision, config: QualityConfig,
-                   weights: dict[str, Any], bundle_bytes: int, calibration_info: dict | None = None,
+                   weights: dict[str, Any], bundle_bytes: int, context: int | None = None,
                    overlap_check: bool = True) -> dict[str, Any]:
+    """`context`: the graph's rotary table length; windows are clipped to it."""
     from tokenizers import Tokenizer
 
     from .checkpoint import Checkpoint
@@ -103,7 +104,8 @@ def quality_report(model_path: Path, checkpoint_dir: Path, adapter, spec, precis
             if len(ids) and ids.max() >= spec.vocab_size:
                 report[role] = {"skipped": f"token ids reach {int(ids.max())}, past the model's vocabulary"}
                 continue
-            windows = token_windows(ids, config.window, config.windows * config.window)
+            window = min(config.window, context or config.window)
+            windows = token_windows(ids, window, config.windows * window)
             report[role] = {"text": text.to_dict()} | compare_on_windows(session, fwd, spec, windows, kv_dtype)
     if overlap_check:
         from .quant.calibration import overlapping_lines

@@ -96,7 +96,32 @@ def test_budgeted_build_stays_within_its_size(qwen2_ckpt, tmp_path, texts):
         budget=Budget(max_size_mb=cap)))
     size = sum(f["bytes"] for f in m["files"].values())
     sel = m["quantization"]["mixed_precision"]
-    assert sel["upgraded"], "a budget 80 kB above int4 leaves room to upgrade something"
+    assert sel["chosen"], "a budget 80 kB above int4 leaves room to upgrade something"
     assert size <= cap * 1e6
-    assert m["weights"]["parameters_by_format"].get("int8", 0) > 0
+    assert sel["predicted_bytes"] <= cap * 1e6
     json.dumps(m)
+
+
+def test_cli_build_with_calibration_budget_and_quality(qwen2_ckpt, tmp_path, texts, capsys):
+    from qwen_edge.cli import main
+
+    cal, ev = texts
+    out = tmp_path / "bundle"
+    code = main(["build", str(qwen2_ckpt), "-o", str(out), "--precision", "int4", "--block-size", "16",
+                 "--calibration", str(cal), "--eval-text", str(ev), "--method", "gptq", "--calibration-tokens", "64",
+                 "--max-size", "5", "--json"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    report = json.loads(captured.out)
+    assert report["quality"]["calibration"]["text"]["source"] == "cal.py.txt"
+    assert report["quality"]["evaluation"]["text"]["source"] == "eval.py.txt"
+    assert report["mixed_precision"]["budget"] == {"max_size_mb": 5.0, "max_ppl_increase": None}
+    m = manifest_mod.load(out)
+    assert m["quantization"]["config"]["method"] == "gptq" and "quality" in m
+
+
+def test_cli_rejects_an_unknown_method(qwen2_ckpt, tmp_path, capsys):
+    from qwen_edge.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["build", str(qwen2_ckpt), "-o", str(tmp_path / "b"), "--method", "magic"])

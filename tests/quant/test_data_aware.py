@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from qwen_edge.errors import ConfigError
-from qwen_edge.mixed_precision import Budget, Unit, matrix_bytes, select
+from qwen_edge.mixed_precision import Budget, Unit, ladder, matrix_bytes, select
 from qwen_edge.precision import Precision
 from qwen_edge.quant import QuantSpec, quantize_blockwise
 from qwen_edge.quant.calibration import token_windows
@@ -88,24 +88,35 @@ def test_calibration_config_is_closed():
 
 def _units() -> list[Unit]:
     rng = np.random.default_rng(3)
-    units = [Unit(f"u{i}", (f"u{i}",), (256, 256), 1, kl=float(kl)) for i, kl in enumerate(rng.exponential(size=12))]
-    units.append(Unit("head", ("head",), (1024, 256), 1, kl=3.0))
+    units = []
+    for i, kl in enumerate(rng.exponential(size=12)):
+        units.append(Unit(f"u{i}", (f"u{i}",), (256, 256), 1,
+                          kl={("int4", 32): float(kl), ("int4", 16): float(kl) * rng.uniform(0.3, 0.9), ("int8", 128): 0.0}))
+    units.append(Unit("head", ("head",), (1024, 256), 1, kl={("int4", 32): 3.0, ("int4", 16): 2.0, ("int8", 128): 0.0}))
     return units
+
+
+def _actual_bytes(units, sel, fixed):
+    chosen = {name: tuple(level) for name, level in sel["chosen"].items()}
+    return fixed + sum(u.bytes(chosen.get(u.name, ("int4", 32)), False) for u in units)
 
 
 @pytest.mark.parametrize("cap_mb", [0.7, 0.8, 1.0, 2.0])
 def test_selection_respects_the_size_budget(cap_mb):
     units, p = _units(), Precision.preset("int4")
+    assert ladder(p) == [("int4", 32), ("int4", 16), ("int8", 128)]
     sel = select(units, 0.5, Budget(max_size_mb=cap_mb), p, fixed=10_000)
-    upgraded = set(sel["upgraded"])
-    actual = 10_000 + sum(u.bytes("int8" if u.name in upgraded else "int4", 128 if u.name in upgraded else 32, False)
-                          for u in units)
+    actual = _actual_bytes(units, sel, 10_000)
     assert actual == sel["predicted_bytes"] <= cap_mb * 1e6
     assert sel["budget_met"]
-    # Nothing left out would still have fitted (greedy fills the budget).
+    # Greedy fills the budget: no remaining move with a gain would still fit.
     for u in units:
-        if u.name not in upgraded:
-            assert actual + u.bytes("int8", 128, False) - u.bytes("int4", 32, False) > cap_mb * 1e6
+        here = tuple(sel["chosen"].get(u.name, ("int4", 32)))
+        for level in ladder(p)[ladder(p).index(here) + 1:]:
+            if u.kl[here] - u.kl[level] > 0:
+                assert actual + u.bytes(level, False) - u.bytes(here, False) > cap_mb * 1e6
+    if cap_mb >= 2.0:  # room for everything: every unit ends at int8
+        assert all(tuple(level) == ("int8", 128) for level in sel["chosen"].values()) and len(sel["chosen"]) == 13
 
 
 def test_selection_refuses_a_size_below_the_all_int4_bundle():
@@ -115,14 +126,14 @@ def test_selection_refuses_a_size_below_the_all_int4_bundle():
 
 def test_selection_meets_a_perplexity_budget_with_the_most_sensitive_units_first():
     units = _units()
-    total = sum(u.kl for u in units)
+    total = sum(u.kl[("int4", 32)] for u in units)
     sel = select(units, 0.05, Budget(max_ppl_increase=1.0), Precision.preset("int4"), fixed=0)
     assert sel["predicted_ppl_increase"] <= 1.0
-    assert sel["upgraded"]
-    kl_left = total - sum(u.kl for u in units if u.name in sel["upgraded"])
+    assert sel["steps"]
+    kl_left = sum(u.kl[tuple(sel["chosen"].get(u.name, ("int4", 32)))] for u in units)
     assert np.isclose(sel["predicted_ppl_increase"], 100 * (np.exp(0.05 / total * kl_left) - 1))
     loose = select(units, 0.05, Budget(max_ppl_increase=50.0), Precision.preset("int4"), fixed=0)
-    assert loose["upgraded"] == []
+    assert loose["chosen"] == {}
 
 
 def test_matrix_bytes_matches_the_quantizer():
