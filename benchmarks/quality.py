@@ -156,6 +156,8 @@ def main() -> int:
     ap.add_argument("--peers-python", default=None, help="python of a venv with llama-cpp-python and gguf")
     ap.add_argument("--converter", default=None, help="llama.cpp's convert_hf_to_gguf.py")
     ap.add_argument("--llamacpp-types", nargs="*", default=["Q4_0", "Q4_K_M", "Q5_K_M"])
+    ap.add_argument("--merge", nargs="*", default=[],
+                    help="results JSONs of earlier runs on the same windows whose entries to include")
     ap.add_argument("--llamacpp-jsonl", default=None,
                     help="merge llama.cpp results that quality_llamacpp.py measured on the same windows.npy")
     args = ap.parse_args()
@@ -198,6 +200,15 @@ def main() -> int:
         svg_chart(results["entries"], out.with_suffix(".svg"))
         print(json.dumps({k: entry.get(k) for k in ("name", "size_mb", "perplexity", "ppl_increase_percent")}),
               flush=True)
+
+    for path in args.merge:
+        other = json.loads(Path(path).read_text())
+        if other["windows_sha256"] != results["windows_sha256"]:
+            raise SystemExit(f"{path}: measured on different token windows")
+        for entry in other["entries"]:
+            if "ours fp32" in [e["name"] for e in results["entries"]] and entry["name"] == "ours fp32":
+                continue
+            record(entry | {"merged_from": Path(path).name})
 
     for name, kwargs in our_recipes(args):
         if not wanted(name):
