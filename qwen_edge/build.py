@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import platform
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -41,6 +41,9 @@ class BuildRequest:
     options: DecoderOptions = field(default_factory=DecoderOptions)
     smoke_test: bool = True
     parity: Any = None  # qwen_edge.target_parity.ParityRequest: verify executed targets, gate the build
+    calibration: Any = None  # quant.data_aware.CalibrationConfig: data-aware quantization
+    budget: Any = None  # mixed_precision.Budget: per-tensor precision under a size / quality budget
+    quality: Any = None  # quality.QualityConfig: measure the graph against the float reference
 
 
 def tool_versions() -> dict[str, Any]:
@@ -77,6 +80,11 @@ def build_with_checkpoint(ckpt, request: BuildRequest, target, progress: Progres
     check_build_budget(spec, context, 2 if request.precision.dtype == "fp16" else 4,
                        context_from_user=request.options.max_positions is not None)
     precision = target_build.bundle_precision(target, request.precision)
+    plan = None
+    if (request.calibration is not None or request.budget is not None) and precision.family in ("int4", "int8"):
+        from .calibrated_build import prepare_plan
+
+        plan, precision = prepare_plan(replace(request, precision=precision), adapter, spec, progress)
     graph_precision = target_build.graph_precision(target, precision)
     builder = get_builder(target.builder, target.name)
     if builder.bundle is not None:
@@ -87,7 +95,8 @@ def build_with_checkpoint(ckpt, request: BuildRequest, target, progress: Progres
         writer = ExternalDataWriter(stage / DATA_FILE)
         try:
             g = GraphBuilder(writer, name=f"qwen_edge_{spec.architecture}")
-            decoder = builder.factory(ckpt, adapter, spec, graph_precision, g, request.options, progress)
+            extra = (plan,) if plan is not None else ()  # only the contrib-op decoder takes a quantization plan
+            decoder = builder.factory(ckpt, adapter, spec, graph_precision, g, request.options, progress, *extra)
             decoder.build()
         finally:
             writer.close()
@@ -154,6 +163,18 @@ def build_with_checkpoint(ckpt, request: BuildRequest, target, progress: Progres
             "weights": decoder.stats.to_dict(),
             "graph": {"nodes": len(g.nodes), "op_counts": dict(sorted(g.op_counts.items()))},
         }
+        if plan is not None:
+            manifest["quantization"] = plan.report
+        if request.quality is not None:
+            from .quality import quality_report
+
+            if progress:
+                progress("quality", 0, 1)
+            staged_bytes = sum(p.stat().st_size for p in stage.rglob("*") if p.is_file())
+            manifest["quality"] = quality_report(stage / MODEL_FILE, request.checkpoint, adapter, spec, precision,
+                                                 request.quality, manifest["weights"], staged_bytes, context)
+            if progress:
+                progress("quality", 1, 1)
         manifest = write_manifest(stage, manifest)
         return target_build.verify_target(stage, manifest, target, precision, request, progress)
 

@@ -86,9 +86,11 @@ def cmd_build(args: argparse.Namespace) -> int:
         accuracy_level=args.accuracy_level, method=args.quant_method,
         embeddings=args.embeddings, lm_head=args.lm_head,
     )
+    from .calibrated_build import request_options
+
     request = BuildRequest(
         checkpoint=Path(args.checkpoint), output=Path(args.output), precision=precision, target=args.target,
-        options=DecoderOptions(max_positions=args.max_length),
+        options=DecoderOptions(max_positions=args.max_length), **request_options(args),
     )
     progress = Progress(not (args.quiet or args.json))
     start = time.perf_counter()
@@ -96,7 +98,8 @@ def cmd_build(args: argparse.Namespace) -> int:
     seconds = time.perf_counter() - start
     size = sum(f["bytes"] for f in manifest["files"].values())
     _emit(args, {"output": str(args.output), "seconds": round(seconds, 3), "bundle_bytes": size,
-                 "precision": manifest["precision"], "weights": manifest["weights"]},
+                 "precision": manifest["precision"], "weights": manifest["weights"],
+                 "quality": manifest.get("quality"), "mixed_precision": manifest.get("quantization", {}).get("mixed_precision")},
           f"built {args.output} ({precision.name}, {size / 1e6:.2f} MB, "
           f"{manifest['weights']['bits_per_weight']:.2f} bits/weight) in {seconds:.1f}s")
     return 0
@@ -387,9 +390,11 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--embeddings", choices=["float", "int8", "int4"], default=None)
     b.add_argument("--lm-head", choices=["float", "int8", "int4"], default=None)
     b.add_argument("--max-length", type=int, default=None, help="context length of the bundle (default: the model's)")
-    from .qnn.cli import add_build_arguments
+    from .calibrated_build import add_build_arguments
+    from .qnn.cli import add_build_arguments as add_qnn_build_arguments
 
     add_build_arguments(b)
+    add_qnn_build_arguments(b)
     common(b)
     b.set_defaults(func=cmd_build)
 

@@ -57,8 +57,9 @@ def io_names(num_layers: int) -> dict[str, list[str]]:
 class DecoderBuilder:
     def __init__(self, checkpoint, adapter: ArchAdapter, spec: ArchSpec, precision: Precision,
                  g: GraphBuilder, options: DecoderOptions = DecoderOptions(),
-                 progress: Progress | None = None):
+                 progress: Progress | None = None, plan=None):
         self.ckpt = checkpoint
+        self.plan = plan  # quant.data_aware.QuantPlan or None
         self.adapter = adapter
         self.spec = spec
         self.precision = precision
@@ -66,7 +67,7 @@ class DecoderBuilder:
         self.options = options
         self.progress = progress or (lambda stage, done, total: None)
         self.stats = WeightStats()
-        self.lin = LinearFactory(g, precision, self.stats)
+        self.lin = LinearFactory(g, precision, self.stats, plan)
         self.elem = TensorProto.FLOAT16 if precision.dtype == "fp16" else TensorProto.FLOAT
         self.np_dtype = np.float16 if precision.dtype == "fp16" else np.float32
 
@@ -84,7 +85,9 @@ class DecoderBuilder:
     def _layer_tensors(self, i: int) -> dict[str, np.ndarray]:
         names = self.adapter.layer_tensor_names(self.spec, i)
         shapes = self.adapter.expected_shapes(self.spec, i)
-        return {role: self._read(names[role], shapes[role]) for role in names}
+        tensors = {role: self._read(names[role], shapes[role]) for role in names}
+        overrides = self.plan.tensor_overrides if self.plan is not None else {}
+        return {role: overrides.get(names[role], value) for role, value in tensors.items()}
 
     # Graph pieces --------------------------------------------------------------------------
     def _norm_weight(self, scope: str, w: np.ndarray) -> str:

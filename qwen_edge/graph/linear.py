@@ -54,18 +54,31 @@ class WeightStats:
 class LinearFactory:
     """Emits the nodes for y = x @ W.T (+ b) given W in the HF [out, in] layout."""
 
-    def __init__(self, g: GraphBuilder, precision: Precision, stats: WeightStats):
+    def __init__(self, g: GraphBuilder, precision: Precision, stats: WeightStats, plan=None):
         self.g = g
         self.precision = precision
         self.stats = stats
+        self.plan = plan  # quant.data_aware.QuantPlan: matrices quantized ahead, per-scope formats
         self.float_dtype = np.float16 if precision.dtype == "fp16" else np.float32
         # (format, quantized table) of the last quantized embedding: a tied output head in the same
         # format reuses it instead of quantizing the largest matrix of the model a second time.
         self.embedding_table: tuple[str, BlockQuantized] | None = None
 
-    def _quant_spec(self, fmt: str) -> QuantSpec:
+    def _quant_spec(self, fmt: str, scope: str = "") -> QuantSpec:
         p = self.precision
-        return QuantSpec(bits=FORMAT_BITS[fmt], block_size=p.block_size, symmetric=p.symmetric, method=p.method)
+        block_size = self.plan.block_sizes.get(scope, p.block_size) if self.plan is not None else p.block_size
+        return QuantSpec(bits=FORMAT_BITS[fmt], block_size=block_size, symmetric=p.symmetric, method=p.method)
+
+    def _planned(self, scope: str, fmt: str, weight: np.ndarray, importance=None):
+        """The plan's format for `scope` and its matrix (quantized here when the plan has none)."""
+        if self.plan is not None:
+            fmt = self.plan.formats.get(scope, fmt)
+            planned = self.plan.quantized.get(scope)
+            if planned is not None and fmt != "float":
+                return fmt, planned
+        if fmt == "float":
+            return fmt, None
+        return fmt, quantize_blockwise(weight, self._quant_spec(fmt, scope), name=scope, importance=importance)
 
     def linear(self, x: str, weight: np.ndarray | None, scope: str, fmt: str, *,
                bias: np.ndarray | None = None, importance: np.ndarray | None = None,
@@ -73,13 +86,16 @@ class LinearFactory:
         """`shared_storage` marks a weight whose bytes another tensor already stored (tied heads);
         `quantized` is an already quantized weight (then `weight` may be None)."""
         g = self.g
-        n, k = (quantized.n, quantized.k) if quantized is not None else weight.shape
-        if fmt == "float":
+        if quantized is not None:
+            n, k, bq = quantized.n, quantized.k, quantized
+        else:
+            n, k = weight.shape
+            fmt, bq = self._planned(scope, fmt, weight, importance)
+        if bq is None:
             w = g.weight(f"{scope}/weight", np.ascontiguousarray(weight.T.astype(self.float_dtype)))
             y = g.one("MatMul", [x, w], f"{scope}/MatMul")
             self.stats.add(fmt, n * k, n * k * np.dtype(self.float_dtype).itemsize)
         else:
-            bq = quantized or quantize_blockwise(weight, self._quant_spec(fmt), name=scope, importance=importance)
             tensors = bq.matmul_nbits_tensors(self.float_dtype)
             inputs = [x, g.weight(f"{scope}/weight.packed", tensors["B"]),
                       g.weight(f"{scope}/weight.scales", tensors["scales"])]
@@ -101,11 +117,11 @@ class LinearFactory:
     def embedding(self, ids: str, table: np.ndarray, scope: str, fmt: str) -> str:
         g = self.g
         vocab, hidden = table.shape
-        if fmt == "float":
+        fmt, bq = self._planned(scope, fmt, table)
+        if bq is None:
             w = g.weight(f"{scope}/weight", table.astype(self.float_dtype))
             self.stats.add(fmt, table.size, table.size * np.dtype(self.float_dtype).itemsize, read=1.0 / vocab)
             return g.one("Gather", [w, ids], f"{scope}/Gather")
-        bq = quantize_blockwise(table, self._quant_spec(fmt), name=scope)
         self.embedding_table = (fmt, bq)
         tensors = bq.gather_block_quantized_tensors(self.float_dtype)
         inputs = [g.weight(f"{scope}/weight.packed", tensors["data"]), ids,

@@ -38,7 +38,6 @@ def add_build_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--chunk", type=int, default=128, help="npu-qnn: prefill graph chunk (tokens)")
     g.add_argument("--calibration-text", default=None,
                    help="npu-qnn: local text file for QDQ calibration (default: a built-in corpus)")
-    g.add_argument("--calibration-tokens", type=int, default=1024, help="npu-qnn: calibration tokens")
     g.add_argument("--quantizer", choices=["olive", "onnxruntime"], default="olive",
                    help="npu-qnn: run QDQ through olive-ai's OnnxStaticQuantization pass or onnxruntime directly")
     g.add_argument("--context-binary", action="store_true",
@@ -55,7 +54,7 @@ def build_command(args: argparse.Namespace, progress, emit) -> int:
     options = QnnOptions(
         precision=precision, context=args.max_length or DEFAULT_CONTEXT, chunk=args.chunk,
         calibration_text=Path(args.calibration_text) if args.calibration_text else None,
-        calibration_tokens=args.calibration_tokens, context_binary=args.context_binary, quantizer=args.quantizer,
+        calibration_tokens=args.calibration_tokens or 1024, context_binary=args.context_binary, quantizer=args.quantizer,
         enforce_parity=not args.no_parity_gate,
     )
     start = time.perf_counter()
