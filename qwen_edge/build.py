@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import platform
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -80,22 +81,25 @@ def build_with_checkpoint(ckpt, request: BuildRequest, target, progress: Progres
     check_build_budget(spec, context, 2 if request.precision.dtype == "fp16" else 4,
                        context_from_user=request.options.max_positions is not None)
     precision = target_build.bundle_precision(target, request.precision)
-    plan = None
-    if (request.calibration is not None or request.budget is not None) and precision.family in ("int4", "int8"):
-        from .calibrated_build import prepare_plan
-
-        plan, precision = prepare_plan(replace(request, precision=precision), adapter, spec, progress)
-    graph_precision = target_build.graph_precision(target, precision)
     builder = get_builder(target.builder, target.name)
     if builder.bundle is not None:
         raise ConfigError(f"target '{target.name}' writes its own bundle and precision "
                           f"({', '.join(target.precisions)}): build it with build_targets() or "
                           f"`qwen-edge build --target {target.name}`")
+    plan = None
+    if (request.calibration is not None or request.budget is not None) and precision.family in ("int4", "int8"):
+        if not getattr(builder.factory, "accepts_plan", False):
+            raise ConfigError(f"target '{target.name}': data-aware quantization and size budgets need the "
+                              f"ort-contrib builder, not '{target.builder}'")
+        from .calibrated_build import prepare_plan
+
+        plan, precision = prepare_plan(replace(request, precision=precision), adapter, spec, progress)
+    graph_precision = target_build.graph_precision(target, precision)
     with staged_output(request.output) as stage:
         writer = ExternalDataWriter(stage / DATA_FILE)
         try:
             g = GraphBuilder(writer, name=f"qwen_edge_{spec.architecture}")
-            extra = (plan,) if plan is not None else ()  # only the contrib-op decoder takes a quantization plan
+            extra = (plan,) if plan is not None else ()
             decoder = builder.factory(ckpt, adapter, spec, graph_precision, g, request.options, progress, *extra)
             decoder.build()
         finally:
@@ -111,8 +115,6 @@ def build_with_checkpoint(ckpt, request: BuildRequest, target, progress: Progres
         copy_tokenizer_files(ckpt, stage)
         if ckpt.chat_template is not None:
             (stage / "chat_template.jinja").write_text(ckpt.chat_template, encoding="utf-8")
-        import json
-
         if request.smoke_test:
             if progress:
                 progress("smoke test", 0, 1)

@@ -55,6 +55,8 @@ def io_names(num_layers: int) -> dict[str, list[str]]:
 
 
 class DecoderBuilder:
+    accepts_plan = True  # takes a quant.data_aware.QuantPlan (data-aware, mixed-precision weights)
+
     def __init__(self, checkpoint, adapter: ArchAdapter, spec: ArchSpec, precision: Precision,
                  g: GraphBuilder, options: DecoderOptions = DecoderOptions(),
                  progress: Progress | None = None, plan=None):

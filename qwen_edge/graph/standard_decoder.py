@@ -22,6 +22,7 @@ from .decoder import DecoderBuilder
 
 class StandardDecoderBuilder(DecoderBuilder):
     """DecoderBuilder with every fused operator replaced by standard-domain ones (float weights)."""
+    accepts_plan = False  # its weights are float; a target's passes quantize them
 
     def build(self) -> None:
         p, s = self.precision, self.spec

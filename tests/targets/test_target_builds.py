@@ -151,3 +151,15 @@ def test_build_refuses_a_whole_bundle_target_through_a_float_build_request(qwen3
 
     with pytest.raises(ConfigError, match="npu-qnn"):
         build(BuildRequest(qwen3_ckpt, tmp_path / "b", Precision.preset("int4"), target="npu-qnn"))
+
+
+def test_data_aware_quantization_on_a_builder_without_plans_is_a_config_error(qwen3_ckpt, tmp_path):
+    # The standard-op builder (openvino) cannot take a quantization plan: say so before calibrating.
+    from qwen_edge.build import BuildRequest, build
+    from qwen_edge.errors import ConfigError
+    from qwen_edge.quant.data_aware import CalibrationConfig
+
+    with pytest.raises(ConfigError, match="openvino.*ort-contrib"):
+        build(BuildRequest(qwen3_ckpt, tmp_path / "b", Precision.preset("int4"), target="openvino",
+                           calibration=CalibrationConfig()))
+    assert not (tmp_path / "b").exists()
