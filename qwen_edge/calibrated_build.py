@@ -51,7 +51,10 @@ def add_build_arguments(parser) -> None:
                         help="mixed precision: upgrade tensors until the predicted perplexity increase is below this")
     parser.add_argument("--eval-text", default=None, metavar="FILE|builtin",
                         help="evaluation text of the manifest's quality report (default builtin)")
-    parser.add_argument("--no-quality", action="store_true", help="skip the manifest's quality report")
+    quality = parser.add_mutually_exclusive_group()
+    quality.add_argument("--quality", dest="quality", action="store_true", default=None,
+                         help="write the manifest's quality report (default: on for data-aware or budgeted builds)")
+    quality.add_argument("--no-quality", dest="quality", action="store_false", help="skip the quality report")
 
 
 def request_options(args) -> dict[str, Any]:
@@ -73,6 +76,9 @@ def request_options(args) -> dict[str, Any]:
             values["window"] = min(CalibrationConfig.window, args.calibration_tokens)
         calibration = CalibrationConfig.from_dict(values)
     quality = None
-    if not args.no_quality:
+    # The report runs a float reference forward with full-vocabulary logits: on a 0.5B model that is
+    # several GB and most of the build's time, so plain builds ask for it explicitly.
+    wanted = args.quality if args.quality is not None else calibration is not None
+    if wanted:
         quality = QualityConfig(calibration=args.calibration or BUILTIN, evaluation=args.eval_text or BUILTIN)
     return {"calibration": calibration, "budget": budget, "quality": quality}

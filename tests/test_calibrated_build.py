@@ -125,3 +125,17 @@ def test_cli_rejects_an_unknown_method(qwen2_ckpt, tmp_path, capsys):
 
     with pytest.raises(SystemExit):
         main(["build", str(qwen2_ckpt), "-o", str(tmp_path / "b"), "--method", "magic"])
+
+
+def test_plain_cli_build_skips_the_quality_report_unless_asked(qwen2_ckpt, tmp_path, texts, capsys):
+    # The report's float reference forward cost 6.5 GB peak RSS on a 0.5B build (3.5x the build's
+    # memory target): a plain build must not pay for it unless asked.
+    from qwen_edge.cli import main
+
+    _, ev = texts
+    assert main(["build", str(qwen2_ckpt), "-o", str(tmp_path / "plain"), "--precision", "int4", "--json"]) == 0
+    assert "quality" not in manifest_mod.load(tmp_path / "plain")
+    assert main(["build", str(qwen2_ckpt), "-o", str(tmp_path / "asked"), "--precision", "int4", "--quality",
+                 "--eval-text", str(ev), "--json"]) == 0
+    assert "evaluation" in manifest_mod.load(tmp_path / "asked")["quality"]
+    capsys.readouterr()
