@@ -114,10 +114,7 @@ def _info(name: str, size: int, directory: bool = False) -> tarfile.TarInfo:
 def package_bundle(bundle: Path, out_dir: Path) -> Path:
     """Write one reproducible archive of `bundle` into `out_dir`; the bundle must pass its integrity check."""
     bundle = Path(bundle)
-    manifest = manifest_mod.load(bundle)
-    problems = manifest_mod.check_integrity(bundle, manifest)
-    if problems:
-        raise BundleError(f"{bundle}: refusing to package a bundle that fails its integrity check: {problems[0]}")
+    manifest = manifest_mod.load_intact(bundle, "package")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / archive_name(bundle, manifest)

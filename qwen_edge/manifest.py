@@ -102,3 +102,12 @@ def check_integrity(bundle_dir: Path, manifest: dict[str, Any] | None = None) ->
         elif sha256_file(path) != expected["sha256"]:
             problems.append(f"{name}: sha256 differs from the manifest")
     return problems
+
+
+def load_intact(bundle_dir: Path, action: str) -> dict[str, Any]:
+    """The manifest of a bundle that passes its integrity check; `action` names what is refused."""
+    manifest = load(bundle_dir)
+    problems = check_integrity(bundle_dir, manifest)
+    if problems:
+        raise BundleError(f"{bundle_dir}: refusing to {action} a bundle that fails its integrity check: {problems[0]}")
+    return manifest

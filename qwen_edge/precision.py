@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
+from .closed import from_closed_dict
 from .errors import ConfigError
 
 FLOAT_DTYPES = ("fp32", "fp16")
@@ -62,11 +63,7 @@ class Precision:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "Precision":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(f"precision: unknown key '{unknown[0]}' (known: {', '.join(sorted(known))})")
-        return cls(**values)
+        return from_closed_dict(cls, values, "precision")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -9,12 +9,13 @@ come from benchmarks/quality.py.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .closed import from_closed_dict
 from .errors import ConfigError
 from .quant.calibration import BUILTIN, BUILTIN_EVAL_FILES, load_calibration_text, token_windows
 from .quant.forward import LayerwiseForward
@@ -36,11 +37,7 @@ class QualityConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "QualityConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(f"quality: unknown key '{unknown[0]}' (known: {', '.join(sorted(known))})")
-        return cls(**values)
+        return from_closed_dict(cls, values, "quality")
 
 
 def _session(model_path: Path):

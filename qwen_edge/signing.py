@@ -107,10 +107,7 @@ def _raw_public(public_key) -> bytes:
 def sign_bundle(bundle: Path, private_key: Any) -> Path:
     """Sign the manifest of an intact bundle; writes (or replaces) `manifest.sig`."""
     bundle = Path(bundle)
-    manifest = manifest_mod.load(bundle)
-    problems = manifest_mod.check_integrity(bundle, manifest)
-    if problems:
-        raise BundleError(f"{bundle}: refusing to sign a bundle that fails its integrity check: {problems[0]}")
+    manifest_mod.load_intact(bundle, "sign")
     key = load_private_key(private_key)
     data = (bundle / manifest_mod.MANIFEST_NAME).read_bytes()
     record = {"algorithm": ALGORITHM,

@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..closed import from_closed_dict
 from ..errors import ConfigError
 from .blockwise import BlockQuantized, QuantSpec, quantize_blockwise
 from .calibration import BUILTIN, load_calibration_text, token_windows
@@ -55,11 +56,7 @@ class CalibrationConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "CalibrationConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(f"calibration: unknown key '{unknown[0]}' (known: {', '.join(sorted(known))})")
-        return cls(**values)
+        return from_closed_dict(cls, values, "calibration")
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
