@@ -15,7 +15,6 @@ quantized layers 0..i, as the bundle will compute them.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
