@@ -84,16 +84,16 @@ def onnx_perplexity(model_dir: Path, windows: np.ndarray, threads: int) -> dict:
 
 def our_recipes(args) -> list[tuple[str, dict]]:
     cal = CalibrationConfig(method="gptq", source="builtin", tokens=args.calibration_tokens)
+    cal32k = CalibrationConfig(method="gptq", source="builtin", tokens=32768)
+    int4 = Precision.preset("int4")  # block 32, asymmetric, fp16 scales
     return [
         ("ours fp32", dict(precision=Precision.preset("fp32"))),
-        ("ours int4 gptq b32", dict(precision=Precision.preset("int4"), calibration=cal)),
-        ("ours mixed gptq b64 <=20.0MB", dict(precision=Precision.preset("int4", block_size=64), calibration=cal,
-                                              budget=Budget(max_size_mb=20.0))),
-        ("ours mixed gptq <=25.7MB", dict(precision=Precision.preset("int4"), calibration=cal,
-                                          budget=Budget(max_size_mb=25.7))),
-        ("ours int4 search b32 (no calibration)", dict(precision=Precision.preset("int4"))),
-        ("ours mixed gptq <=20.6MB", dict(precision=Precision.preset("int4"), calibration=cal,
-                                          budget=Budget(max_size_mb=20.6))),
+        ("ours int4 search b32 (no calibration)", dict(precision=int4)),
+        ("ours int4 gptq b32", dict(precision=int4, calibration=cal)),
+        ("ours mixed gptq <=20.0MB", dict(precision=int4, calibration=cal, budget=Budget(max_size_mb=20.0))),
+        ("ours mixed gptq 32k <=20.0MB", dict(precision=int4, calibration=cal32k, budget=Budget(max_size_mb=20.0))),
+        ("ours mixed gptq <=20.6MB", dict(precision=int4, calibration=cal, budget=Budget(max_size_mb=20.6))),
+        ("ours mixed gptq <=25.7MB", dict(precision=int4, calibration=cal, budget=Budget(max_size_mb=25.7))),
     ]
 
 

@@ -69,7 +69,6 @@ def _emit(args: argparse.Namespace, data: dict[str, Any], text: str) -> None:
 def cmd_build(args: argparse.Namespace) -> int:
     from .build import BuildRequest, build
     from .graph.decoder import DecoderOptions
-    from .precision import Precision
 
     if args.target == "npu-qnn":  # alone, it takes its own options (--chunk, --calibration-text, --context-binary)
         from .qnn.cli import build_command
@@ -81,11 +80,9 @@ def cmd_build(args: argparse.Namespace) -> int:
         data, text = build_many(args, Progress(not (args.quiet or args.json)))
         _emit(args, data, text)
         return 0
-    precision = Precision.preset(
-        args.precision or "int4", block_size=args.block_size, symmetric=True if args.symmetric else None,
-        accuracy_level=args.accuracy_level, method=args.quant_method,
-        embeddings=args.embeddings, lm_head=args.lm_head,
-    )
+    from .cli_targets import precision_from_args
+
+    precision = precision_from_args(args, "int4")
     from .calibrated_build import request_options
 
     request = BuildRequest(
@@ -389,6 +386,8 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--quant-method", choices=["rtn", "search"], default=None)
     b.add_argument("--embeddings", choices=["float", "int8", "int4"], default=None)
     b.add_argument("--lm-head", choices=["float", "int8", "int4"], default=None)
+    b.add_argument("--scale-dtype", choices=["fp16", "fp32"], default=None,
+                   help="how block scales are stored (int4/int8 default: fp16, cast to the graph's type on load)")
     b.add_argument("--max-length", type=int, default=None, help="context length of the bundle (default: the model's)")
     from .calibrated_build import add_build_arguments
     from .qnn.cli import add_build_arguments as add_qnn_build_arguments

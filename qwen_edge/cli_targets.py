@@ -31,6 +31,16 @@ def format_targets(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def precision_from_args(args, default: str) -> "Precision":
+    """The --precision preset (or `default`) with the build command's weight-format options applied."""
+    from .precision import Precision
+
+    return Precision.preset(
+        args.precision or default, block_size=args.block_size, symmetric=True if args.symmetric else None,
+        accuracy_level=args.accuracy_level, method=args.quant_method, embeddings=args.embeddings,
+        lm_head=args.lm_head, scale_dtype=args.scale_dtype)
+
+
 def build_many(args: argparse.Namespace, progress) -> tuple[dict[str, Any], str]:
     from .graph.decoder import DecoderOptions
     from .precision import Precision
@@ -41,10 +51,7 @@ def build_many(args: argparse.Namespace, progress) -> tuple[dict[str, Any], str]
     targets = resolve_targets(args.target)
 
     def precision_for(target) -> Precision:
-        return Precision.preset(
-            args.precision or target.default_precision, block_size=args.block_size,
-            symmetric=True if args.symmetric else None, accuracy_level=args.accuracy_level,
-            method=args.quant_method, embeddings=args.embeddings, lm_head=args.lm_head)
+        return precision_from_args(args, target.default_precision)
 
     parity = None
     if args.verify:

@@ -39,6 +39,7 @@ SENSITIVITY_WINDOWS = 2
 # over a prediction made with 7 kB per layer, so the per-layer allowance is 14 kB.
 _OVERHEAD_PER_LAYER = 14_000
 _OVERHEAD_FIXED = 24_000
+_BYTES = {"fp32": 4, "fp16": 2}
 
 Progress = Callable[[str, int, int], None]
 
@@ -60,13 +61,15 @@ class Budget:
         return {"max_size_mb": self.max_size_mb, "max_ppl_increase": self.max_ppl_increase}
 
 
-def matrix_bytes(n: int, k: int, fmt: str, block_size: int, symmetric: bool, float_bytes: int = 4) -> int:
-    """Stored bytes of an [n, k] matrix in `fmt` (MatMulNBits layout, float scales)."""
+def matrix_bytes(n: int, k: int, fmt: str, block_size: int, symmetric: bool, float_bytes: int = 4,
+                 scale_bytes: int | None = None) -> int:
+    """Stored bytes of an [n, k] matrix in `fmt` (MatMulNBits layout; scales of `scale_bytes`, by
+    default the float type's)."""
     if fmt == "float":
         return n * k * float_bytes
     bits = 4 if fmt == "int4" else 8
     kb = -(-k // block_size)
-    size = n * kb * block_size * bits // 8 + n * kb * float_bytes
+    size = n * kb * block_size * bits // 8 + n * kb * (float_bytes if scale_bytes is None else scale_bytes)
     if not symmetric:
         size += n * (-(-kb * bits // 8))
     return size
@@ -81,8 +84,9 @@ class Unit:
     kl: dict = None  # level (fmt, block_size) -> KL with only this unit at that level
     nll_increase: float = 0.0  # at the base level
 
-    def bytes(self, level: tuple[str, int], symmetric: bool) -> int:
-        return self.copies * matrix_bytes(*self.shape, level[0], level[1], symmetric)
+    def bytes(self, level: tuple[str, int], precision) -> int:
+        return self.copies * matrix_bytes(*self.shape, level[0], level[1], precision.symmetric,
+                                          float_bytes=_BYTES[precision.dtype], scale_bytes=np.dtype(precision.scale_numpy_dtype).itemsize)
 
 
 def _units(fwd: LayerwiseForward, spec, precision) -> list[Unit]:
@@ -148,7 +152,7 @@ def measure_sensitivity(fwd: LayerwiseForward, spec, precision, ids: np.ndarray,
                 progress("sensitivity", done, total)
             spec_ = QuantSpec(bits=4 if level[0] == "int4" else 8, block_size=level[1],
                               symmetric=precision.symmetric, method=precision.method)
-            deq = quantize_blockwise(w, spec_, name=u.name).dequantize()
+            deq = quantize_blockwise(w, spec_, name=u.name).dequantize(precision.scale_numpy_dtype)
             kl, nll = _kl_and_nll(fwd, ids, ref_lp, **_substitution(u, deq))
             u.kl[level] = max(kl, 0.0)
             if level == levels[0]:
@@ -195,7 +199,6 @@ def select(units: list[Unit], all_nll: float, budget: Budget, precision, fixed: 
     """Each unit's level. Greedy on KL saved per byte added: at every step the single move (a unit
     to any higher level) with the best ratio that still fits the size cap is taken, until the
     predicted perplexity increase is within budget or nothing fits."""
-    sym = precision.symmetric
     levels = ladder(precision)
     base = levels[0]
     for u in units:
@@ -205,7 +208,7 @@ def select(units: list[Unit], all_nll: float, budget: Budget, precision, fixed: 
     base_kl = sum(u.kl[base] for u in units)
     scale = all_nll / base_kl if base_kl > 0 and all_nll > 0 else 1.0
     cap = None if budget.max_size_mb is None else budget.max_size_mb * 1e6
-    size = fixed + sum(u.bytes(base, sym) for u in units)
+    size = fixed + sum(u.bytes(base, precision) for u in units)
     if cap is not None and size > cap:
         raise ConfigError(f"budget: the all-{base[0]} bundle is already {size / 1e6:.2f} MB, "
                           f"over max_size_mb {budget.max_size_mb}")
@@ -222,7 +225,7 @@ def select(units: list[Unit], all_nll: float, budget: Budget, precision, fixed: 
             here = levels[level[u.name]]
             for j in range(level[u.name] + 1, len(levels)):
                 gain = u.kl[here] - u.kl[levels[j]]
-                cost = u.bytes(levels[j], sym) - u.bytes(here, sym)
+                cost = u.bytes(levels[j], precision) - u.bytes(here, precision)
                 if gain <= 0 or (cap is not None and size + cost > cap):
                     continue
                 ratio = gain / max(cost, 1)

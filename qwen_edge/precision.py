@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy as np
+
 from .closed import from_closed_dict
 from .errors import ConfigError
 
@@ -31,6 +33,10 @@ class Precision:
     symmetric: bool = False
     method: str = "search"
     accuracy_level: int = 4
+    # How block scales of quantized weights are stored; None: in `dtype`. fp16 halves their bytes
+    # (in fp32 they are a fifth of an int4 block-32 matrix); an fp32 graph casts them back, and
+    # onnxruntime folds that Cast into the initializer when it loads the model.
+    scale_dtype: str | None = None
 
     def __post_init__(self) -> None:
         if self.dtype not in FLOAT_DTYPES:
@@ -46,6 +52,10 @@ class Precision:
             raise ConfigError(f"precision: method '{self.method}' is not one of {', '.join(QUANT_METHODS)}")
         if self.accuracy_level not in (0, 1, 2, 3, 4):
             raise ConfigError(f"precision: accuracy_level {self.accuracy_level} is not in 0..4")
+        if self.scale_dtype is not None and self.scale_dtype not in FLOAT_DTYPES:
+            raise ConfigError(f"precision: scale_dtype '{self.scale_dtype}' is not one of {', '.join(FLOAT_DTYPES)}")
+        if self.dtype == "fp16" and self.scale_dtype == "fp32":
+            raise ConfigError("precision: scale_dtype 'fp32' needs dtype 'fp32' (fp16 graphs compute with fp16 scales)")
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> "Precision":
@@ -53,8 +63,8 @@ class Precision:
         presets = {
             "fp32": dict(),
             "fp16": dict(dtype="fp16"),
-            "int8": dict(weights="int8", embeddings="int8", lm_head="int8"),
-            "int4": dict(weights="int4", embeddings="int4", lm_head="int4"),
+            "int8": dict(weights="int8", embeddings="int8", lm_head="int8", scale_dtype="fp16"),
+            "int4": dict(weights="int4", embeddings="int4", lm_head="int4", scale_dtype="fp16"),
         }
         if name not in presets:
             raise ConfigError(f"precision: unknown preset '{name}' (choose from {', '.join(presets)})")
@@ -67,6 +77,11 @@ class Precision:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @property
+    def scale_numpy_dtype(self) -> type:
+        """The numpy type block scales are stored in."""
+        return np.float16 if (self.scale_dtype or self.dtype) == "fp16" else np.float32
 
     @property
     def family(self) -> str:

@@ -8,7 +8,7 @@ import numpy as np
 
 from ..precision import Precision
 from ..quant import BlockQuantized, QuantSpec, quantize_blockwise
-from .builder import MS_DOMAIN, GraphBuilder
+from .builder import MS_DOMAIN, NP_TO_ONNX, GraphBuilder
 
 FORMAT_BITS = {"int4": 4, "int8": 8}
 
@@ -60,9 +60,18 @@ class LinearFactory:
         self.stats = stats
         self.plan = plan  # quant.data_aware.QuantPlan: matrices quantized ahead, per-scope formats
         self.float_dtype = np.float16 if precision.dtype == "fp16" else np.float32
+        self.scale_dtype = precision.scale_numpy_dtype
         # (format, quantized table) of the last quantized embedding: a tied output head in the same
         # format reuses it instead of quantizing the largest matrix of the model a second time.
         self.embedding_table: tuple[str, BlockQuantized] | None = None
+
+    def scales(self, scope: str, scales: np.ndarray) -> str:
+        """The block scales of `scope` as a value of the graph's float type: stored as given, and
+        cast in the graph when stored narrower (onnxruntime folds that Cast when it loads the model)."""
+        if scales.dtype == self.float_dtype:
+            return self.g.weight(f"{scope}/weight.scales", scales)
+        stored = self.g.weight(f"{scope}/weight.scales_{np.dtype(scales.dtype).name}", scales)
+        return self.g.one("Cast", [stored], f"{scope}/weight.scales/Cast", to=NP_TO_ONNX[np.dtype(self.float_dtype)])
 
     def _quant_spec(self, fmt: str, scope: str = "") -> QuantSpec:
         p = self.precision
@@ -96,18 +105,17 @@ class LinearFactory:
             y = g.one("MatMul", [x, w], f"{scope}/MatMul")
             self.stats.add(fmt, n * k, n * k * np.dtype(self.float_dtype).itemsize)
         else:
-            tensors = bq.matmul_nbits_tensors(self.float_dtype)
-            inputs = [x, g.weight(f"{scope}/weight.packed", tensors["B"]),
-                      g.weight(f"{scope}/weight.scales", tensors["scales"])]
+            tensors = bq.matmul_nbits_tensors(self.scale_dtype)
+            inputs = [x, g.weight(f"{scope}/weight.packed", tensors["B"]), self.scales(scope, tensors["scales"])]
             if "zero_points" in tensors:
                 inputs.append(g.weight(f"{scope}/weight.zero_points", tensors["zero_points"]))
             y = g.one("MatMulNBits", inputs, f"{scope}/MatMulNBits", domain=MS_DOMAIN,
                       K=k, N=n, bits=bq.spec.bits, block_size=bq.spec.block_size,
                       accuracy_level=self.precision.accuracy_level)
             if not shared_storage:
-                self.stats.add(fmt, n * k, bq.nbytes(self.float_dtype))
+                self.stats.add(fmt, n * k, bq.nbytes(self.scale_dtype))
             else:
-                self.stats.add_read(bq.nbytes(self.float_dtype))
+                self.stats.add_read(bq.nbytes(self.scale_dtype))
         if bias is not None:
             b = g.weight(f"{scope}/bias", bias.astype(self.float_dtype))
             y = g.one("Add", [y, b], f"{scope}/Add")
@@ -123,12 +131,11 @@ class LinearFactory:
             self.stats.add(fmt, table.size, table.size * np.dtype(self.float_dtype).itemsize, read=1.0 / vocab)
             return g.one("Gather", [w, ids], f"{scope}/Gather")
         self.embedding_table = (fmt, bq)
-        tensors = bq.gather_block_quantized_tensors(self.float_dtype)
-        inputs = [g.weight(f"{scope}/weight.packed", tensors["data"]), ids,
-                  g.weight(f"{scope}/weight.scales", tensors["scales"])]
+        tensors = bq.gather_block_quantized_tensors(self.scale_dtype)
+        inputs = [g.weight(f"{scope}/weight.packed", tensors["data"]), ids, self.scales(scope, tensors["scales"])]
         if "zero_points" in tensors:
             inputs.append(g.weight(f"{scope}/weight.zero_points", tensors["zero_points"]))
-        self.stats.add(fmt, table.size, bq.nbytes(self.float_dtype), read=1.0 / vocab)
+        self.stats.add(fmt, table.size, bq.nbytes(self.scale_dtype), read=1.0 / vocab)
         return g.one("GatherBlockQuantized", inputs, f"{scope}/GatherBlockQuantized", domain=MS_DOMAIN,
                      gather_axis=0, quantize_axis=1, block_size=bq.spec.block_size, bits=bq.spec.bits)
 

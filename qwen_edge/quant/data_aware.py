@@ -178,7 +178,7 @@ def plan_quantization(checkpoint, adapter, spec, precision, config: CalibrationC
         bq, scales, extra = quantizer.quantize(scope, x, w, FORMAT_BITS[fmt],
                                                block_sizes.get(scope, precision.block_size), foldable)
         plan.quantized[scope] = bq
-        deq = bq.dequantize()
+        deq = bq.dequantize(precision.scale_numpy_dtype)
         if scales is not None:
             deq = deq / scales[None, :].astype(np.float32)
         details[scope] = extra | {"format": fmt, "block_size": bq.spec.block_size,

@@ -96,9 +96,9 @@ def _units() -> list[Unit]:
     return units
 
 
-def _actual_bytes(units, sel, fixed):
+def _actual_bytes(units, sel, fixed, precision):
     chosen = {name: tuple(level) for name, level in sel["chosen"].items()}
-    return fixed + sum(u.bytes(chosen.get(u.name, ("int4", 32)), False) for u in units)
+    return fixed + sum(u.bytes(chosen.get(u.name, ("int4", 32)), precision) for u in units)
 
 
 @pytest.mark.parametrize("cap_mb", [0.7, 0.8, 1.0, 2.0])
@@ -106,7 +106,7 @@ def test_selection_respects_the_size_budget(cap_mb):
     units, p = _units(), Precision.preset("int4")
     assert ladder(p) == [("int4", 32), ("int4", 16), ("int8", 128)]
     sel = select(units, 0.5, Budget(max_size_mb=cap_mb), p, fixed=10_000)
-    actual = _actual_bytes(units, sel, 10_000)
+    actual = _actual_bytes(units, sel, 10_000, p)
     assert actual == sel["predicted_bytes"] <= cap_mb * 1e6
     assert sel["budget_met"]
     # Greedy fills the budget: no remaining move with a gain would still fit.
@@ -114,7 +114,7 @@ def test_selection_respects_the_size_budget(cap_mb):
         here = tuple(sel["chosen"].get(u.name, ("int4", 32)))
         for level in ladder(p)[ladder(p).index(here) + 1:]:
             if u.kl[here] - u.kl[level] > 0:
-                assert actual + u.bytes(level, False) - u.bytes(here, False) > cap_mb * 1e6
+                assert actual + u.bytes(level, p) - u.bytes(here, p) > cap_mb * 1e6
     if cap_mb >= 2.0:  # room for everything: every unit ends at int8
         assert all(tuple(level) == ("int8", 128) for level in sel["chosen"].values()) and len(sel["chosen"]) == 13
 
@@ -141,6 +141,7 @@ def test_matrix_bytes_matches_the_quantizer():
     for bits, fmt, bs in ((4, "int4", 32), (8, "int8", 32), (4, "int4", 64)):
         bq = quantize_blockwise(w, QuantSpec(bits, bs, False, "rtn"))
         assert matrix_bytes(24, 96, fmt, bs, False) == bq.nbytes()
+        assert matrix_bytes(24, 96, fmt, bs, False, scale_bytes=2) == bq.nbytes(np.float16)
 
 
 def test_budget_is_validated():
