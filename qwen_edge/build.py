@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import platform
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
@@ -73,6 +75,18 @@ def check_precision(target, precision: Precision) -> None:
 
 def build_with_checkpoint(ckpt, request: BuildRequest, target, progress: Progress | None = None) -> dict[str, Any]:
     """Build one target's bundle from an open checkpoint (several targets can share one load)."""
+    # The source files are hashed for the manifest on a thread of their own: hashlib releases the
+    # GIL, so the hashing fills the cores' idle moments while tensors are read and written.
+    stop = threading.Event()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="qwen-edge-fingerprint") as pool:
+        fingerprint = pool.submit(ckpt.source_fingerprint, stop)
+        try:
+            return _build(ckpt, request, target, progress, fingerprint)
+        finally:
+            stop.set()  # a failed build does not wait for the hashing
+
+
+def _build(ckpt, request: BuildRequest, target, progress: Progress | None, fingerprint: Future) -> dict[str, Any]:
     from . import target_build
 
     adapter = adapter_for(ckpt.architecture)
@@ -136,7 +150,7 @@ def build_with_checkpoint(ckpt, request: BuildRequest, target, progress: Progres
                 "model_type": ckpt.config.get("model_type"),
                 "dtype": ckpt.torch_dtype,
                 "weight_bytes": ckpt.weight_bytes(),
-                "fingerprint": ckpt.source_fingerprint(),
+                "fingerprint": fingerprint.result(),
             },
             "architecture": spec.to_dict(),
             "precision": precision.to_dict() | {"name": precision.name},

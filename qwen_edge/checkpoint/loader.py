@@ -11,6 +11,7 @@ import hashlib
 import json
 import math
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -414,14 +415,17 @@ class Checkpoint:
         """The resolved path of every file this checkpoint is made of, by name (what source_fingerprint hashes)."""
         return dict(sorted(self._files.items()))
 
-    def source_fingerprint(self) -> dict[str, Any]:
-        """sha256 of every file this checkpoint is made of, keyed by its name in the directory."""
+    def source_fingerprint(self, stop: threading.Event | None = None) -> dict[str, Any] | None:
+        """sha256 of every file this checkpoint is made of, keyed by its name in the directory;
+        None when `stop` is set before the hashing ends."""
         files = {}
         for name in sorted(self._files):
             h = hashlib.sha256()
             try:
                 with open(self._files[name], "rb") as fh:
                     while chunk := fh.read(HASH_CHUNK):
+                        if stop is not None and stop.is_set():
+                            return None
                         h.update(chunk)
             except OSError as exc:
                 raise CheckpointError(f"{name}: cannot read ({exc.strerror or type(exc).__name__})") from None

@@ -13,6 +13,7 @@ import json
 import mmap
 import os
 import struct
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -105,6 +106,7 @@ class SafetensorsFile:
         self._names = sorted(infos)
         self._mm: np.ndarray | None = None
         self._mmap: mmap.mmap | None = None
+        self._map_lock = threading.Lock()  # the builder reads ahead on a second thread
         self._closed = False
 
     # ----------------------------------------------------------------------------- opening
@@ -257,14 +259,15 @@ class SafetensorsFile:
         if now != self._size:
             raise CheckpointError(f"{_clean(self.path.name)}: file changed size on disk since it was opened "
                                   f"({self._size} -> {now} bytes)")
-        if self._mm is None:
-            try:
-                with open(self.path, "rb") as f:
-                    self._mmap = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-                self._mm = np.frombuffer(self._mmap, dtype=np.uint8)
-            except (OSError, ValueError) as exc:
-                raise CheckpointError(f"{_clean(self.path.name)}: cannot memory-map ({exc})") from None
-        return self._mm
+        with self._map_lock:
+            if self._mm is None:
+                try:
+                    with open(self.path, "rb") as f:
+                        self._mmap = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+                    self._mm = np.frombuffer(self._mmap, dtype=np.uint8)
+                except (OSError, ValueError) as exc:
+                    raise CheckpointError(f"{_clean(self.path.name)}: cannot memory-map ({exc})") from None
+            return self._mm
 
     def read(self, name: str, *, dtype: Any = np.float32) -> np.ndarray:
         """Copy one tensor out of the file.

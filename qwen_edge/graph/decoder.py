@@ -9,6 +9,7 @@ MatMul or MatMulNBits.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable
 
@@ -234,19 +235,24 @@ class DecoderBuilder:
         cos, sin = self._rotary_caches()
 
         residual, pending = hidden, None
-        for i in range(n_layers):
-            self.progress("layers", i + 1, n_layers + 2)
-            t = self._layer_tensors(i)
-            scope = f"/model/layers.{i}/input_layernorm"
-            if pending is None:
-                x = self._rms_norm(residual, t["input_norm"], scope)
-            else:
-                x, residual = self._skip_norm(pending, residual, t["input_norm"], scope)
-            attn = self._attention(i, x, t, seqlens, total_len, cos, sin)
-            x, residual = self._skip_norm(attn, residual, t["post_attention_norm"],
-                                          f"/model/layers.{i}/post_attention_layernorm")
-            pending = self.adapter.mlp(self, i, x, t)
-            del t
+        # Layer i+1's tensors are read (and bf16 widened) on a second thread while layer i is
+        # quantized: reading is otherwise a serial stretch that leaves the quantizer's cores idle.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="qwen-edge-prefetch") as reader:
+            ahead = reader.submit(self._layer_tensors, 0) if n_layers else None
+            for i in range(n_layers):
+                self.progress("layers", i + 1, n_layers + 2)
+                t = ahead.result()
+                ahead = reader.submit(self._layer_tensors, i + 1) if i + 1 < n_layers else None
+                scope = f"/model/layers.{i}/input_layernorm"
+                if pending is None:
+                    x = self._rms_norm(residual, t["input_norm"], scope)
+                else:
+                    x, residual = self._skip_norm(pending, residual, t["input_norm"], scope)
+                attn = self._attention(i, x, t, seqlens, total_len, cos, sin)
+                x, residual = self._skip_norm(attn, residual, t["post_attention_norm"],
+                                              f"/model/layers.{i}/post_attention_layernorm")
+                pending = self.adapter.mlp(self, i, x, t)
+                del t
 
         self.progress("lm_head", n_layers + 1, n_layers + 2)
         final = self._read(globals_["final_norm"], gshapes["final_norm"])

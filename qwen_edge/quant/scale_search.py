@@ -28,10 +28,11 @@ _TINY_SCALE = 1e-37
 
 # Candidate stretches of the code range, as codes added at the block's extreme: the candidate
 # inverse scale is f = (range + delta) / range times the rtn one. delta > 0 clips the extremes
-# to get finer steps, delta < 0 widens the steps. On Gaussian and Student-t(3) blocks (4 and 8
-# bits, blocks of 32 and 128) these eleven keep all but ~0.5% of the gain of llama.cpp's
-# 21-step grids. delta = 0 (the rtn codes) must come first.
-DELTAS = (0.0, -2.0, -1.6, -1.2, -0.8, -0.4, 0.4, 0.8, 1.2, 1.6, 2.0)
+# to get finer steps, delta < 0 widens the steps. delta = 0 (the rtn codes) must come first.
+# The search is most of a build's time, so the grid is short: on qwen2-code-30m's matrices (int4,
+# block 32) these five keep 95.6% (asymmetric) and 95% (symmetric) of the squared-error reduction
+# over rtn that an eleven-step grid (0, +-0.4 .. +-2.0) gets, in 55% of its time.
+DELTAS = (0.0, -1.2, -0.4, 0.4, 1.2)
 
 
 def _dot(a: np.ndarray, b: np.ndarray, weight: np.ndarray | None) -> np.ndarray:

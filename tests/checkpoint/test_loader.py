@@ -274,6 +274,17 @@ def test_fingerprint_is_stable_and_sensitive(tmp_path):
     assert {k for k in files if files[k] != changed[k]} == {"model-00002-of-00002.safetensors"}
 
 
+def test_fingerprint_stops_when_asked(tmp_path):
+    import threading
+
+    root = make_checkpoint(tmp_path / "c", shards=2, generation={"eos_token_id": 2}, tokenizer_config={})
+    stop = threading.Event()
+    stop.set()
+    with Checkpoint.open(root) as ckpt:
+        assert ckpt.source_fingerprint(stop) is None
+        assert ckpt.source_fingerprint(threading.Event()) == ckpt.source_fingerprint()
+
+
 def test_symlinks_inside_the_directory_are_fine(tmp_path):
     root = make_checkpoint(tmp_path / "c")
     (root / "real").mkdir()
