@@ -62,3 +62,19 @@ def test_readme_table_lists_every_entry_and_skips(suite_modules):
     assert "| llama.cpp Q4_0 | 50.0 | 450 | 512 | 1.10x |" in text
     assert "skipped: openvino_genai is not importable" in text
     assert "| decode >= 1.0x llama.cpp Q4_0 | 1.1 | yes |" in text
+
+
+def test_the_symmetric_recipe_gets_its_own_ratios_and_table(suite_modules):
+    run_suite, readme_table = suite_modules
+    report = _report(run_suite, 40.0)
+    ckpt = report["checkpoints"]["qwen2.5-0.5b-random"]
+    ckpt["runs"][run_suite.OURS_SYMMETRIC] = _run(46.0, 480.0)
+    ckpt["builds"][run_suite.OURS_SYMMETRIC] = {"wall_s": 10.0, "peak_rss_bytes": 2**30}
+    sym = run_suite.comparisons(ckpt, run_suite.OURS_SYMMETRIC)
+    assert sym["decode_vs_genai int4"] == pytest.approx(46.0 / 40.0)
+    assert sym["build_wall_vs_genai"] == pytest.approx(0.2)
+    assert run_suite.comparisons(ckpt)["decode_vs_genai int4"] == pytest.approx(1.0)
+    report["must_show_symmetric"] = run_suite.must_show(sym, None)
+    text = readme_table.table(report, "suite-x.json")
+    assert "| Must-show, ours = int4 --symmetric | value | met |" in text
+    assert "| decode >= 1.1x genai int4 | 1.15 | yes |" in text
