@@ -5,14 +5,16 @@ The MoE has the real layer shape (hidden 2048, 32/4 heads of 128, 128 experts of
 vocab 151936) but only `--layers` layers so that it fits a small machine; the dense model has the
 same attention and a 6144-wide MLP (= 8 x 768), so both read the same number of parameters per token.
 Weights are random (bf16), written shard by shard without holding a shard in memory; each layer is
-one shard, the embedding and the head another. Builds run in child processes (the conversion, then
-the smoke test, i.e. onnxruntime loading the bundle, measured apart) so
-that the child's VmHWM is the build's own peak (not ru_maxrss: Linux carries that across exec, so a
-child would inherit this script's peak).
+one shard, the embedding and the head another. Builds run in child processes so that the child's
+VmHWM is the build's own peak (not ru_maxrss: Linux carries that across exec, so a child would
+inherit this script's peak). The build is the real one, smoke test included, in one process; its
+peak is split at the smoke test by resetting VmHWM there (/proc/self/clear_refs). The smoke test's
+load is also measured alone, with the session options the build uses and with onnxruntime's
+defaults (pre-packing on), for comparison.
 
-    python benchmarks/moe_decode.py --layers 8
+    python benchmarks/moe_decode.py --layers 8 --tag <where-measured>
 
-Writes benchmarks/results/moe_decode-<layers>l.json.
+Writes benchmarks/results/moe_decode-<layers>l-<precision>[-<tag>].json.
 """
 
 from __future__ import annotations
@@ -131,47 +133,101 @@ def make_checkpoint(out: Path, config: dict, layers: int, seed: int = 0) -> dict
     return info
 
 
+# Runs in the build's child: VmHWM up to the smoke test is the conversion's peak; resetting it there
+# makes the final VmHWM the smoke test's peak (with whatever the conversion left resident).
+BUILD_CHILD = """
+import json, sys, time
+from pathlib import Path
+from qwen_edge.build import BuildRequest, build
+from qwen_edge.precision import Precision
+
+def hwm():
+    return [int(l.split()[1]) * 1024 for l in open('/proc/self/status') if l.startswith('VmHWM')][0]
+
+marks = {}
+def progress(stage, done, total):
+    if stage == 'smoke test' and done == 0:
+        marks['conversion_peak_rss_bytes'] = hwm()
+        try:
+            with open('/proc/self/clear_refs', 'w') as fh:
+                fh.write('5')
+            marks['reset'] = True
+        except OSError:
+            marks['reset'] = False
+    elif stage == 'smoke test' and done == 1:
+        marks['smoke_test_peak_rss_bytes'] = hwm() if marks.get('reset') else None
+
+t = time.perf_counter()
+m = build(BuildRequest(Path(sys.argv[1]), Path(sys.argv[2]), Precision.preset(sys.argv[3])), progress)
+print(json.dumps({'wall_s': time.perf_counter() - t, 'weights': m['weights'],
+                  'conversion_peak_rss_bytes': marks['conversion_peak_rss_bytes'],
+                  'smoke_test_peak_rss_bytes': marks['smoke_test_peak_rss_bytes'],
+                  'final_vmhwm_bytes': hwm()}))
+"""
+
+
 def build_in_child(ckpt: Path, out: Path, precision: str) -> dict:
     shutil.rmtree(out, ignore_errors=True)
-    code = ("import sys, time, json; from pathlib import Path; "
-            "from qwen_edge.build import BuildRequest, build; from qwen_edge.precision import Precision; "
-            "t = time.perf_counter(); m = build(BuildRequest(Path(sys.argv[1]), Path(sys.argv[2]), "
-            "Precision.preset(sys.argv[3]), smoke_test=False)); "
-            "hwm = [int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM')][0]; "
-            "print(json.dumps({'wall_s': time.perf_counter() - t, 'weights': m['weights'], "
-            "'peak_rss_bytes': hwm * 1024}))")
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.run([sys.executable, "-c", code, str(ckpt), str(out), precision], capture_output=True,
+    proc = subprocess.run([sys.executable, "-c", BUILD_CHILD, str(ckpt), str(out), precision], capture_output=True,
                           text=True, env=env)
     if proc.returncode != 0:
         raise SystemExit(f"build of {ckpt.name} failed: {proc.stderr.strip().splitlines()[-3:]}")
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    result["smoke_test_peak_rss_bytes"] = smoke_test_in_child(out)
+    # The whole build in one process: VmHWM since the reset covers the smoke test and what follows it.
+    result["peak_rss_bytes"] = max(result["conversion_peak_rss_bytes"], result["final_vmhwm_bytes"])
+    result["smoke_test_alone"] = {"build_options": smoke_test_in_child(out, precision, prepacked=False),
+                                  "onnxruntime_defaults": smoke_test_in_child(out, precision, prepacked=True)}
     result["bundle_bytes"] = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     return result
 
 
-def smoke_test_in_child(bundle: Path) -> int:
+SMOKE_CHILD = """
+import json, sys, time
+from pathlib import Path
+from types import SimpleNamespace
+import onnxruntime as ort
+import qwen_edge.build as build_mod
+from qwen_edge.lean_session import loads_lean
+from qwen_edge.precision import Precision
+
+bundle, precision, prepacked = Path(sys.argv[1]), Precision.preset(sys.argv[2]), sys.argv[3] == '1'
+a = json.load(open(bundle / 'manifest.json'))['architecture']
+spec = SimpleNamespace(**dict(a, moe=SimpleNamespace(**a['moe']) if a.get('moe') else None))
+if prepacked:  # what the smoke test did before it chose its options: onnxruntime's defaults
+    import qwen_edge.lean_session as lean
+    def defaults(spec, precision):
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        return opts
+    lean.smoke_test_session_options = defaults
+t = time.perf_counter()
+build_mod._smoke_test(bundle / 'model.onnx', spec, precision)
+print(json.dumps({'peak_rss_bytes': [int(l.split()[1]) * 1024 for l in open('/proc/self/status')
+                                     if l.startswith('VmHWM')][0],
+                  'wall_s': time.perf_counter() - t,
+                  'prepacking': prepacked or not loads_lean(spec, precision)}))
+"""
+
+
+def smoke_test_in_child(bundle: Path, precision: str, prepacked: bool) -> dict:
     """Peak RSS of the build's last step on its own: onnxruntime loading the bundle and running two
-    tokens (the same load the runtime does)."""
-    code = ("import sys, json; from pathlib import Path; from types import SimpleNamespace; "
-            "from qwen_edge.build import _smoke_test; from qwen_edge.precision import Precision; "
-            "a = json.load(open(Path(sys.argv[1]) / 'manifest.json'))['architecture']; "
-            "_smoke_test(Path(sys.argv[1]) / 'model.onnx', SimpleNamespace(**a), Precision.preset(sys.argv[2])); "
-            "print([int(l.split()[1]) * 1024 for l in open('/proc/self/status') if l.startswith('VmHWM')][0])")
+    tokens, with the build's session options or (prepacked=True) onnxruntime's defaults."""
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.run([sys.executable, "-c", code, str(bundle), "int4"], capture_output=True, text=True, env=env)
+    proc = subprocess.run([sys.executable, "-c", SMOKE_CHILD, str(bundle), precision, "1" if prepacked else "0"],
+                          capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         raise SystemExit(f"smoke test of {bundle} failed: {proc.stderr.strip().splitlines()[-3:]}")
-    return int(proc.stdout.strip().splitlines()[-1])
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def decode_speed(bundle: Path, threads: int, prompt_tokens: int, new_tokens: int, runs: int) -> dict:
     code = ("import sys, json; from qwen_edge.runtime import Model, Generator; "
             "from qwen_edge.runtime.model import RuntimeOptions; from qwen_edge.runtime.bench import benchmark; "
             "g = Generator(Model(sys.argv[1], RuntimeOptions(intra_op_threads=int(sys.argv[2])))); "
-            "print(json.dumps(benchmark(g, prompt_tokens=int(sys.argv[3]), new_tokens=int(sys.argv[4]), "
-            "runs=int(sys.argv[5]))))")
+            "r = benchmark(g, prompt_tokens=int(sys.argv[3]), new_tokens=int(sys.argv[4]), runs=int(sys.argv[5])); "
+            "r['vmhwm_mb'] = [int(l.split()[1]) / 1024 for l in open('/proc/self/status') if l.startswith('VmHWM')][0]; "
+            "print(json.dumps(r))")
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.run([sys.executable, "-c", code, str(bundle), str(threads), str(prompt_tokens),
                            str(new_tokens), str(runs)], capture_output=True, text=True, env=env)
@@ -189,11 +245,13 @@ def main() -> None:
     ap.add_argument("--new-tokens", type=int, default=32)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--keep", action="store_true", help="keep checkpoints and bundles in benchmarks/work")
+    ap.add_argument("--tag", default="", help="where it was measured, appended to the result file name")
+    ap.add_argument("--note", default="2-core machine shared with other jobs: timings are noisy")
     args = ap.parse_args()
     result: dict = {"layers": args.layers, "precision": args.precision, "threads": args.threads,
                     "machine": {"cpus": len(os.sched_getaffinity(0)), "platform": platform.platform(),
                                 "python": platform.python_version()},
-                    "note": "2-core machine shared with other jobs: timings are noisy"}
+                    "note": args.note}
     for kind, config in (("moe", QWEN3_30B_A3B), ("dense", DENSE_SAME_ACTIVE)):
         ckpt = WORK / f"{kind}-{args.layers}l-ckpt"
         bundle = WORK / f"{kind}-{args.layers}l-{args.precision}"
@@ -203,7 +261,8 @@ def main() -> None:
         entry["build"] = build_in_child(ckpt, bundle, args.precision)
         entry["decode"] = decode_speed(bundle, args.threads, args.prompt_tokens, args.new_tokens, args.runs)
         result[kind] = entry
-        print(kind, json.dumps({k: entry["build"][k] for k in ("wall_s", "peak_rss_bytes")}),
+        print(kind, json.dumps({k: entry["build"][k] for k in ("wall_s", "conversion_peak_rss_bytes",
+                                                               "smoke_test_peak_rss_bytes")}),
               entry["decode"]["decode_tokens_per_s_median"], flush=True)
         if not args.keep:
             shutil.rmtree(bundle, ignore_errors=True)
@@ -213,15 +272,25 @@ def main() -> None:
     h, v = QWEN3_30B_A3B["hidden_size"], QWEN3_30B_A3B["vocab_size"]
     output_layer = v * h * 4
     limit = 1.5 * moe["checkpoint"]["largest_shard_bytes"] + output_layer
-    result["build_memory"] = {"peak_rss_bytes": moe["build"]["peak_rss_bytes"],
-                              "smoke_test_peak_rss_bytes": moe["build"]["smoke_test_peak_rss_bytes"],
-                              "largest_shard_bytes": moe["checkpoint"]["largest_shard_bytes"],
-                              "output_layer_working_set_bytes": output_layer,
-                              "limit_bytes": int(limit), "within_limit": moe["build"]["peak_rss_bytes"] <= limit}
+    build = moe["build"]
+    smoke = build["smoke_test_peak_rss_bytes"]
+    result["build_memory"] = {
+        "conversion_peak_rss_bytes": build["conversion_peak_rss_bytes"],
+        "smoke_test_peak_rss_bytes": smoke,
+        "smoke_test_alone_peak_rss_bytes": build["smoke_test_alone"]["build_options"]["peak_rss_bytes"],
+        "smoke_test_alone_prepacked_peak_rss_bytes": build["smoke_test_alone"]["onnxruntime_defaults"]["peak_rss_bytes"],
+        "peak_rss_bytes": build["peak_rss_bytes"],
+        "largest_shard_bytes": moe["checkpoint"]["largest_shard_bytes"],
+        "output_layer_working_set_bytes": output_layer,
+        "limit_bytes": int(limit),
+        "conversion_within_limit": build["conversion_peak_rss_bytes"] <= limit,
+        "smoke_test_within_limit": smoke is not None and smoke <= limit,
+        "within_limit": build["peak_rss_bytes"] <= limit,  # the whole build, smoke test included
+    }
     result["decode_ratio_moe_over_dense"] = (moe["decode"]["decode_tokens_per_s_median"]
                                              / result["dense"]["decode"]["decode_tokens_per_s_median"])
     RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"moe_decode-{args.layers}l-{args.precision}.json"
+    path = RESULTS / f"moe_decode-{args.layers}l-{args.precision}{'-' + args.tag if args.tag else ''}.json"
     path.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {path}")
 

@@ -199,9 +199,11 @@ def _smoke_test(model_path: Path, spec, precision: Precision) -> None:
     """Load the graph in onnxruntime and run a two-token prefill: a broken graph never lands."""
     import onnxruntime as ort
 
+    from .lean_session import smoke_test_session_options
+
     try:
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
+        # Expert-heavy graphs load without pre-packing: experts stay memory-mapped, only routed ones are read.
+        opts = smoke_test_session_options(spec, precision)
         session = ort.InferenceSession(str(model_path), opts, providers=["CPUExecutionProvider"])
         dtype = np.float16 if precision.dtype == "fp16" else np.float32
         feeds: dict[str, np.ndarray] = {
