@@ -4,10 +4,11 @@ The build's smoke test loads the whole graph and runs a two-token prefill. With 
 defaults (1.32, CPU) that costs more memory than the conversion itself: the external data file is
 memory-mapped, but the MatMulNBits and QMoE kernels pre-pack every weight into a private copy at
 session creation, touching all mapped pages as they go. For an 8-layer Qwen3-30B-A3B-layout int4
-MoE (3.6 GB bundle) that peaked at 5.0 GB. With pre-packing off, weights stay in the mapped file
-and only the pages the prefill reads become resident: QMoE reads the experts the two tokens are
-routed to, not all 128. What remains is MatMulNBits' unpacked path, which dequantizes one weight
-at a time to float32 (the output head is the largest, vocab x hidden x 4 bytes) and frees it.
+MoE (3.6 GB bundle) that peaked at 4.67 GiB; without pre-packing, 1.94 GiB. Then weights stay in
+the mapped file and only the pages the prefill reads become resident: QMoE reads the experts the
+two tokens are routed to, not all 128. What remains is MatMulNBits' unpacked path, which
+dequantizes one weight at a time to float32 (the output head is the largest, vocab x hidden x 4
+bytes) and frees it.
 
 That trade only pays when the experts outweigh the output head's float32 copy: a prefill reads
 every dense weight anyway. Measured (child VmHWM, session + 2-token prefill, int4):
@@ -17,8 +18,8 @@ loads lean only when its experts' stored bytes exceed the float32 head (vocab x 
 head is quantized, nothing when it is float).
 
 Every node still runs and still checks its inputs' shapes (a MatMulNBits weight of the wrong shape
-fails at run time instead of at pre-packing). Decoding this way is ~100x slower, so these options
-are for one check, never for the runtime (qwen_edge.runtime keeps onnxruntime's pre-packing).
+fails at run time instead of at pre-packing). Decoding this way was 70-110x slower (8- and 1-layer
+bundles), so these options are for one check, never for the runtime, which keeps pre-packing.
 """
 
 from __future__ import annotations
