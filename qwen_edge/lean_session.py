@@ -27,11 +27,13 @@ from __future__ import annotations
 DISABLE_PREPACKING = "session.disable_prepacking"
 
 
-# Stored bytes per expert weight: the values plus one float32 scale per block.
+# Stored bytes per expert weight: the values plus one scale per block, in the graph's float type
+# (graph/moe.py keeps expert scales in it).
 def _bytes_per_weight(precision) -> float:
+    float_bytes = 2.0 if precision.dtype == "fp16" else 4.0
     if precision.weights == "float":
-        return 2.0 if precision.dtype == "fp16" else 4.0
-    return (0.5 if precision.weights == "int4" else 1.0) + 4.0 / precision.block_size
+        return float_bytes
+    return (0.5 if precision.weights == "int4" else 1.0) + float_bytes / precision.block_size
 
 
 def expert_bytes(spec, precision) -> int:

@@ -50,6 +50,8 @@ def test_lean_only_when_experts_outweigh_the_float_head():
     # 128 experts x 3 x 2048 x 768 at 0.625 bytes (int4 + a float32 scale per 32) per layer.
     assert expert_bytes(one, int4) == 128 * 3 * 2048 * 768 * 5 // 8
     assert expert_bytes(eight, int4) == 8 * expert_bytes(one, int4)
+    int8_fp16 = Precision.preset("int8", dtype="fp16")  # fp16 scales: 1 + 2/32 bytes per weight
+    assert expert_bytes(one, int8_fp16) == 128 * 3 * 2048 * 768 * 17 // 16
     assert head_dequant_bytes(one, int4) == 151936 * 2048 * 4
     assert not loads_lean(one, int4)  # measured: 1058 MiB pre-packed vs 1553 MiB lean
     assert loads_lean(eight, int4)
