@@ -35,7 +35,8 @@ class Precision:
     accuracy_level: int = 4
     # How block scales of quantized weights are stored; None: in `dtype`. fp16 halves their bytes
     # (in fp32 they are a fifth of an int4 block-32 matrix); an fp32 graph casts them back, and
-    # onnxruntime folds that Cast into the initializer when it loads the model.
+    # onnxruntime folds that Cast into the initializer when it loads the model. (MoE experts keep
+    # theirs in `dtype`: see graph/moe.py.)
     scale_dtype: str | None = None
 
     def __post_init__(self) -> None:

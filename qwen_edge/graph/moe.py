@@ -113,6 +113,8 @@ class MoeBlockBuilder:
             raise GraphError(f"{scope}: QMoE needs the block size ({p.block_size}) to divide the expert "
                              f"input width {cols}; choose a smaller --block-size")
         spec = self.d.lin._quant_spec(fmt)
+        # Expert scales stay in the graph's float type whatever precision.scale_dtype says: a Cast
+        # would make onnxruntime hold every expert's scales in memory instead of the mapped file.
         float_dtype = self.d.np_dtype
         scales: list[np.ndarray] = []
         zero_points: list[np.ndarray] = []
