@@ -22,7 +22,8 @@ def _fmt(v, spec="{:.1f}"):
     return "–" if v is None else spec.format(v)
 
 
-def table(report: dict, source: str) -> str:
+def table(report: dict, source: str, moe: tuple[dict, str] | None = None) -> str:
+    """`moe`: a moe_decode.py result and its file name, for a suite run without --moe-layers."""
     lines = []
     bw = report["bandwidth"]
     lines.append(f"Measured {report['date']} by `{report['command']}` ({source}); {report['threads']} threads on "
@@ -57,6 +58,10 @@ def table(report: dict, source: str) -> str:
                 lines.append(f"| {label} | {rec['wall_s']:.1f} | {rec['peak_rss_bytes'] / MIB:.0f} |")
             elif "skipped" in rec:
                 lines.append(f"| {label} | skipped: {rec['skipped'][:80]} | |")
+    if "moe" in report:
+        lines += moe_lines(report["moe"], source)
+    elif moe is not None:
+        lines += moe_lines(*moe)
     for key, recipe in (("must_show", "default int4 (asymmetric)"), ("must_show_symmetric", "int4 --symmetric")):
         if key not in report:
             continue
@@ -65,6 +70,26 @@ def table(report: dict, source: str) -> str:
             met = {True: "yes", False: "**no**", None: "not measured"}[check["met"]]
             lines.append(f"| {name} | {_fmt(check['value'], '{:.3g}')} | {met} |")
     return "\n".join(lines)
+
+
+def moe_lines(moe: dict, source: str) -> list[str]:
+    """The MoE against a dense model of the same active size (moe_decode.py's result)."""
+    if "skipped" in moe:
+        return ["", f"MoE decode: skipped: {moe['skipped'][:120]}"]
+    lines = ["", f"**MoE** — Qwen3-30B-A3B layout cut to {moe['layers']} layers ({moe['precision']}, random weights) "
+                 f"against a dense Qwen3 with the same active parameters; {moe['threads']} threads, "
+                 f"{moe['moe']['decode'].get('prompt_tokens', '?')}-token prompt ({source})",
+             "", "| model | active / total parameters | decode tok/s | build peak RSS MiB |", "|---|---:|---:|---:|"]
+    for kind in ("moe", "dense"):
+        entry = moe[kind]
+        w = entry["build"]["weights"]
+        lines.append(f"| {kind} | {w['active_parameters'] / 1e9:.2f} B / {w['parameters'] / 1e9:.2f} B | "
+                     f"{entry['decode']['decode_tokens_per_s_median']:.1f} | "
+                     f"{entry['build']['peak_rss_bytes'] / MIB:.0f} |")
+    mem = moe["build_memory"]
+    lines.append(f"| MoE / dense decode | | {moe['decode_ratio_moe_over_dense']:.2f}x | MoE build limit "
+                 f"{mem['limit_bytes'] / MIB:.0f} ({'within' if mem['within_limit'] else '**over**'}) |")
+    return lines
 
 
 def newest() -> Path:
@@ -78,9 +103,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("json", type=Path, nargs="*", help="one or more suite JSONs, shown in order")
     ap.add_argument("--write", type=Path, help="README to update between the suite-table markers")
+    ap.add_argument("--moe", type=Path, help="a moe_decode.py result to show, when the suite ran without --moe-layers")
     args = ap.parse_args()
     paths = args.json or [newest()]
-    text = "\n\n".join(table(json.loads(p.read_text()), p.name) for p in paths)
+    moe = (json.loads(args.moe.read_text()), args.moe.name) if args.moe else None
+    text = "\n\n".join(table(json.loads(p.read_text()), p.name, moe) for p in paths)
     if not args.write:
         print(text)
         return

@@ -362,6 +362,9 @@ def main() -> None:
     ap.add_argument("--openvino-python", help="interpreter with optimum-intel and openvino-genai")
     ap.add_argument("--timeout", type=float, default=3600, help="seconds allowed per build or runtime process")
     ap.add_argument("--name", help="results file stem (default suite-<UTC date and time>)")
+    ap.add_argument("--moe-layers", type=int, default=0,
+                    help="also run moe_decode.py with this many layers (Qwen3-30B-A3B layout against a dense model "
+                         "of the same active size; makes ~1.4 GB of checkpoint per layer) and include its result")
     args = ap.parse_args()
     args.work = args.work.resolve()
     if args.runs is None:
@@ -408,6 +411,15 @@ def main() -> None:
             fraction = round(tps / ceiling, 3)
             first[f"decode_fraction_of_ceiling{suffix}"] = fraction
         report[key] = must_show(first.get("comparisons" + ("_symmetric" if suffix else ""), {}), fraction)
+    if args.moe_layers:
+        print("[moe]", flush=True)
+        tag = f"suite-{path.stem}"
+        proc = measured([suite.ours_python, str(HERE / "moe_decode.py"), "--layers", str(args.moe_layers),
+                         "--threads", str(args.threads), "--tag", tag, "--note", "measured by run_suite.py"],
+                        args.work / "logs" / "moe_decode.log", args.timeout, suite.env)
+        moe_json = RESULTS / f"moe_decode-{args.moe_layers}l-int4-{tag}.json"
+        report["moe"] = json.loads(moe_json.read_text()) if proc["ok"] and moe_json.is_file() else \
+            {"skipped": f"moe_decode.py failed: {proc.get('error', 'no result written')}"}
     report["machine"]["load_average_at_end"] = os.getloadavg()
     # Every child's peak RSS is at least this (see child_json); it is far below any tool's.
     report["driver_peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

@@ -78,3 +78,22 @@ def test_the_symmetric_recipe_gets_its_own_ratios_and_table(suite_modules):
     text = readme_table.table(report, "suite-x.json")
     assert "| Must-show, ours = int4 --symmetric | value | met |" in text
     assert "| decode >= 1.1x genai int4 | 1.15 | yes |" in text
+
+
+def test_readme_table_shows_the_moe_against_dense(suite_modules):
+    run_suite, readme_table = suite_modules
+    report = _report(run_suite, 48.0)
+
+    def entry(active, total, tps, peak):
+        return {"build": {"weights": {"active_parameters": active, "parameters": total}, "peak_rss_bytes": peak},
+                "decode": {"prompt_tokens": 32, "decode_tokens_per_s_median": tps}}
+
+    report["moe"] = {"layers": 8, "precision": "int4", "threads": 2,
+                     "moe": entry(1.08e9, 5.6e9, 12.0, 2**31), "dense": entry(1.07e9, 1.07e9, 10.0, 2**30),
+                     "decode_ratio_moe_over_dense": 1.2,
+                     "build_memory": {"limit_bytes": 3 * 2**30, "within_limit": True}}
+    text = readme_table.table(report, "suite-x.json")
+    assert "| moe | 1.08 B / 5.60 B | 12.0 | 2048 |" in text
+    assert "| MoE / dense decode | | 1.20x | MoE build limit 3072 (within) |" in text
+    del report["moe"]
+    assert "**MoE**" not in readme_table.table(report, "suite-x.json")
