@@ -6,7 +6,7 @@ import importlib.metadata
 import json
 import platform
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
@@ -27,6 +27,7 @@ from .limits import check_build_budget
 from .manifest import SCHEMA_VERSION
 from .precision import Precision
 from .targets import get_target
+from .worker_threads import worker_pool
 
 MODEL_FILE = "model.onnx"
 DATA_FILE = "model.onnx.data"
@@ -78,7 +79,7 @@ def build_with_checkpoint(ckpt, request: BuildRequest, target, progress: Progres
     # The source files are hashed for the manifest on a thread of their own: hashlib releases the
     # GIL, so the hashing fills the cores' idle moments while tensors are read and written.
     stop = threading.Event()
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="qwen-edge-fingerprint") as pool:
+    with worker_pool(1, "qwen-edge-fingerprint") as pool:
         fingerprint = pool.submit(ckpt.source_fingerprint, stop)
         try:
             return _build(ckpt, request, target, progress, fingerprint)

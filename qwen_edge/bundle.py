@@ -12,6 +12,7 @@ from typing import Any, Iterator
 
 from . import manifest as manifest_mod
 from .errors import BundleError
+from .worker_threads import check_signals
 
 # tokenizer.json alone defines the tokenizer for both our runtime and onnxruntime-genai, so the
 # slow-tokenizer files (vocab.json, merges.txt) are not copied.
@@ -36,6 +37,7 @@ def staged_output(output: Path) -> Iterator[Path]:
     try:
         try:
             yield stage
+            check_signals()  # one received by a thread that cannot run Python handlers is honoured here
             with _signals_deferred():
                 _replace_dir(stage, output)
         except OSError as exc:  # a full disk, a read-only directory...: one line, not a traceback

@@ -9,7 +9,6 @@ MatMul or MatMulNBits.
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable
 
@@ -19,6 +18,7 @@ from onnx import TensorProto
 from ..arch import ArchAdapter, ArchSpec, rope_inv_freq, rope_tables
 from ..errors import CheckpointError, GraphError
 from ..precision import Precision
+from ..worker_threads import worker_pool
 from .builder import MS_DOMAIN, GraphBuilder
 from .linear import LinearFactory, WeightStats
 
@@ -237,7 +237,7 @@ class DecoderBuilder:
         residual, pending = hidden, None
         # Layer i+1's tensors are read (and bf16 widened) on a second thread while layer i is
         # quantized: reading is otherwise a serial stretch that leaves the quantizer's cores idle.
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="qwen-edge-prefetch") as reader:
+        with worker_pool(1, "qwen-edge-prefetch") as reader:
             ahead = reader.submit(self._layer_tensors, 0) if n_layers else None
             for i in range(n_layers):
                 self.progress("layers", i + 1, n_layers + 2)

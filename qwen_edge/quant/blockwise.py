@@ -34,12 +34,12 @@ GatherBlockQuantized (com.microsoft, since 1) with uint8 data, gather_axis=0, qu
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..errors import QuantizationError
+from ..worker_threads import worker_pool
 from .scale_search import KERNELS
 
 SUPPORTED_BITS = (4, 8)
@@ -304,7 +304,7 @@ def quantize_blockwise(w: np.ndarray, spec: QuantSpec, *, name: str = "",
 
     workers = min(_workers(), len(starts))
     if workers > 1:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
+        with worker_pool(workers, "qwen-edge-quantize") as pool:
             bad = [r for r in pool.map(work, starts) if r is not None]
     else:
         bad = [r for r in map(work, starts) if r is not None]
