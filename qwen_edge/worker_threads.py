@@ -1,11 +1,11 @@
 """Worker threads that leave SIGINT and SIGTERM to the main thread.
 
 The kernel hands a process signal to any thread that does not block it, but CPython runs signal
-handlers only in the main thread. A signal that lands in another thread only sets a flag, and
-CPython 3.11 can then miss it: a build interrupted that way ran to the end and exited 0. It would
-also slip past the window in which bundle.py holds signals while it swaps the output. So every
-pool the build starts blocks both signals in its workers. `check_signals` covers the threads we
-do not start (onnxruntime's, a BLAS library's): it runs whatever handler such a signal is owed.
+handlers only in the main thread: a signal that lands in another thread only sets a flag, for the
+main thread to notice later. Such a signal would slip past the window in which bundle.py holds
+signals while it swaps the output. So every pool the build starts blocks both signals in its
+workers. `check_signals` covers the threads we do not start (onnxruntime's, a BLAS library's): it
+runs whatever handler such a signal is owed, and the bundle commit calls it first.
 """
 
 from __future__ import annotations

@@ -34,9 +34,12 @@ def _hashes(directory: Path) -> dict[str, str]:
 
 def _start_build(ckpt: Path, out: Path) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    # A job started in the background by a non-interactive shell inherits SIGINT ignored, and then
+    # Python installs no KeyboardInterrupt handler: give the build the default disposition.
     return subprocess.Popen([sys.executable, "-m", "qwen_edge.cli", "build", str(ckpt), "-o", str(out),
                              "--precision", "int4", "--quant-method", "search", "-q"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def _stop_mid_build(proc: subprocess.Popen, out: Path, timeout: float = 120.0) -> Path:
