@@ -85,8 +85,9 @@ class Unit:
     nll_increase: float = 0.0  # at the base level
 
     def bytes(self, level: tuple[str, int], precision) -> int:
+        scale_bytes = np.dtype(precision.scale_numpy_dtype).itemsize
         return self.copies * matrix_bytes(*self.shape, level[0], level[1], precision.symmetric,
-                                          float_bytes=_BYTES[precision.dtype], scale_bytes=np.dtype(precision.scale_numpy_dtype).itemsize)
+                                          float_bytes=_BYTES[precision.dtype], scale_bytes=scale_bytes)
 
 
 def _units(fwd: LayerwiseForward, spec, precision) -> list[Unit]:
