@@ -266,14 +266,15 @@ def test_pack_rejects_out_of_range_codes():
 # -------------------------------------------------------------------------------- quality
 
 
-# Squared-error ratio search / rtn the search must beat: measured values + ~0.015. A least-squares
-# refit of the rtn codes' scale alone reaches only 0.937-0.954 (Gaussian), 0.916-0.954 (t3).
+# Squared-error ratio search / rtn the search must beat: measured values + ~0.008 (grid -0.8, +0.8).
+# Each bound is below what a least-squares refit of the rtn codes' scale alone reaches (0.937-0.953
+# Gaussian, 0.913-0.956 t3; the third number below), so the candidate grid must contribute.
 SEARCH_RATIO_BOUND = {
-    # (dist, block_size, symmetric): (bound, measured)
-    ("gaussian", 32, True): (0.90, 0.887), ("gaussian", 32, False): (0.915, 0.900),
-    ("gaussian", 128, True): (0.89, 0.875), ("gaussian", 128, False): (0.925, 0.908),
-    ("student_t3", 32, True): (0.945, 0.935), ("student_t3", 32, False): (0.945, 0.934),
-    ("student_t3", 128, True): (0.90, 0.881), ("student_t3", 128, False): (0.932, 0.922),
+    # (dist, block_size, symmetric): (bound, measured, refit alone)
+    ("gaussian", 32, True): (0.905, 0.896, 0.937), ("gaussian", 32, False): (0.92, 0.910, 0.944),
+    ("gaussian", 128, True): (0.90, 0.891, 0.952), ("gaussian", 128, False): (0.93, 0.922, 0.953),
+    ("student_t3", 32, True): (0.945, 0.937, 0.952), ("student_t3", 32, False): (0.948, 0.940, 0.956),
+    ("student_t3", 128, True): (0.897, 0.887, 0.913), ("student_t3", 128, False): (0.935, 0.927, 0.939),
 }
 
 
@@ -291,7 +292,7 @@ def test_search_beats_rtn_at_4_bits(dist, block_size, symmetric):
     # Never worse block by block (rtn is the search's first candidate) ...
     assert np.all(e_search <= e_rtn * (1 + 1e-4) + 1e-12)
     # ... and clearly better overall.
-    bound, _measured = SEARCH_RATIO_BOUND[(dist, block_size, symmetric)]
+    bound = SEARCH_RATIO_BOUND[(dist, block_size, symmetric)][0]
     assert e_search.sum() < bound * e_rtn.sum()
 
 
