@@ -484,6 +484,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    from .malloc_tuning import reuse_freed_memory
+
+    reuse_freed_memory()
     try:
         return args.func(args)
     except QwenEdgeError as exc:
