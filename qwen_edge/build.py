@@ -15,7 +15,7 @@ import numpy as np
 
 from . import __version__
 from .arch import adapter_for
-from .bundle import copy_tokenizer_files, staged_output, write_manifest
+from .bundle import AheadDigests, copy_tokenizer_files, staged_output, write_manifest
 from .checkpoint import Checkpoint
 from .errors import CheckpointError, ConfigError, GraphError
 from .genai_config import genai_config
@@ -76,10 +76,11 @@ def check_precision(target, precision: Precision) -> None:
 
 def build_with_checkpoint(ckpt, request: BuildRequest, target, progress: Progress | None = None) -> dict[str, Any]:
     """Build one target's bundle from an open checkpoint (several targets can share one load)."""
-    # The source files are hashed for the manifest on a thread of their own: hashlib releases the
-    # GIL, so the hashing fills the cores' idle moments while tensors are read and written.
+    # The source files are hashed for the manifest on a thread of their own at the lowest priority:
+    # hashlib releases the GIL, so the hashing fills the cores' idle moments (the serial reads, the
+    # smoke test's single-threaded load) instead of taking turns with the quantizer's workers.
     stop = threading.Event()
-    with worker_pool(1, "qwen-edge-fingerprint") as pool:
+    with worker_pool(1, "qwen-edge-fingerprint", background=True) as pool:
         fingerprint = pool.submit(ckpt.source_fingerprint, stop)
         try:
             return _build(ckpt, request, target, progress, fingerprint)
@@ -110,7 +111,7 @@ def _build(ckpt, request: BuildRequest, target, progress: Progress | None, finge
 
         plan, precision = prepare_plan(replace(request, precision=precision), adapter, spec, progress)
     graph_precision = target_build.graph_precision(target, precision)
-    with staged_output(request.output) as stage:
+    with staged_output(request.output) as stage, worker_pool(1, "qwen-edge-digest", background=True) as digest_pool:
         writer = ExternalDataWriter(stage / DATA_FILE)
         try:
             g = GraphBuilder(writer, name=f"qwen_edge_{spec.architecture}")
@@ -130,6 +131,9 @@ def _build(ckpt, request: BuildRequest, target, progress: Progress | None, finge
         copy_tokenizer_files(ckpt, stage)
         if ckpt.chat_template is not None:
             (stage / "chat_template.jinja").write_text(ckpt.chat_template, encoding="utf-8")
+        ahead = AheadDigests(digest_pool)
+        if (stage / DATA_FILE).is_file():
+            ahead.start(stage / DATA_FILE)  # hashed while the smoke test loads the graph on one core
         if request.smoke_test:
             if progress:
                 progress("smoke test", 0, 1)
@@ -192,7 +196,7 @@ def _build(ckpt, request: BuildRequest, target, progress: Progress | None, finge
                                                  request.quality, manifest["weights"], staged_bytes, context)
             if progress:
                 progress("quality", 1, 1)
-        manifest = write_manifest(stage, manifest)
+        manifest = write_manifest(stage, manifest, ahead)
         return target_build.verify_target(stage, manifest, target, precision, request, progress)
 
 

@@ -4,7 +4,9 @@ check_signals runs the handler of one that another thread received."""
 
 from __future__ import annotations
 
+import os
 import signal
+import sys
 import threading
 import time
 
@@ -12,7 +14,7 @@ import numpy as np
 import pytest
 
 from qwen_edge.quant.blockwise import QuantSpec, quantize_blockwise
-from qwen_edge.worker_threads import INTERRUPTS, check_signals, worker_pool
+from qwen_edge.worker_threads import INTERRUPTS, check_signals, run_split, split_work, worker_pool
 
 
 def _blocked_in_worker(pool) -> set:
@@ -67,3 +69,39 @@ def test_check_signals_runs_the_handler_of_a_signal_another_thread_received():
             check_signals()
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def test_background_pools_run_at_the_lowest_priority_and_others_do_not():
+    if not sys.platform.startswith("linux"):
+        pytest.skip("per-thread nice values are Linux's")
+
+    def nice():
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    with worker_pool(1, "test", background=True) as pool:
+        assert pool.submit(nice).result() == 19
+        assert INTERRUPTS <= _blocked_in_worker(pool)
+    with worker_pool(1, "test") as pool:
+        assert pool.submit(nice).result() == nice()
+
+
+@pytest.mark.parametrize("count,parts", [(10, 3), (2, 5), (1, 1), (7, 1), (1000, 8)])
+def test_split_work_covers_the_range_once(count, parts):
+    pieces = split_work(count, parts)
+    assert len(pieces) == min(count, parts)
+    assert pieces[0][0] == 0 and pieces[-1][1] == count
+    assert all(a < b for a, b in pieces)
+    assert all(prev[1] == nxt[0] for prev, nxt in zip(pieces, pieces[1:]))
+
+
+def test_run_split_runs_every_piece_and_raises_a_workers_error():
+    done = []
+    run_split(100, lambda a, b: done.append((a, b)), parts=4)
+    assert sorted(done) == split_work(100, 4)
+
+    def failing(a, b):
+        if a > 0:
+            raise ValueError(f"piece {a}")
+
+    with pytest.raises(ValueError, match="piece"):
+        run_split(100, failing, parts=2)

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import CheckpointError
+from ..worker_threads import run_split
 
 # safetensors dtype -> (bytes per element, little-endian numpy dtype of the stored bits)
 DTYPES: dict[str, tuple[int, str]] = {
@@ -33,6 +34,7 @@ FLOAT_DTYPES = frozenset({"F64", "F32", "F16", "BF16"})
 UNREADABLE_DTYPES = frozenset({"F8_E4M3", "F8_E5M2"})  # recognised, but there is no exact numpy equivalent
 DEFAULT_MAX_HEADER_BYTES = 100_000_000
 MAX_RANK = 32  # numpy 1.x's limit; no real checkpoint comes close
+_PARALLEL_READ_BYTES = 32 << 20
 
 
 @dataclass(frozen=True)
@@ -308,13 +310,12 @@ class SafetensorsFile:
         try:
             with np.errstate(over="ignore", invalid="ignore"):  # narrowing overflow is reported below
                 if info.dtype == "BF16":
-                    out = raw.astype(np.uint32)
-                    out <<= 16  # in place: no second full-size temporary
+                    out = _convert(raw, np.dtype(np.uint32), bf16_bits=True)
                     out = out.view(np.float32)
                     if target != np.float32:
                         out = out.astype(target)
                 else:
-                    out = raw.astype(target)  # astype always copies out of the map
+                    out = _convert(raw, target)  # always a copy out of the map
         except MemoryError:
             raise CheckpointError(f"{t}: {info.nbytes} bytes do not fit in memory") from None
         finally:
@@ -364,6 +365,23 @@ class SafetensorsFile:
 
     def __repr__(self) -> str:
         return f"SafetensorsFile({str(self.path)!r}, tensors={len(self._infos)})"
+
+
+def _convert(raw: np.ndarray, target: np.dtype, bf16_bits: bool = False) -> np.ndarray:
+    """raw as `target`; with `bf16_bits`, raw's 16-bit patterns shifted into the high half of
+    uint32s (a float32's bits). A large tensor converts on every core: its page faults on the map
+    are most of a serial stretch at the start of a build (Qwen2.5-0.5B's embedding table, 272 MB
+    of bfloat16, read in 0.64-0.77 s on one core of the 2-core dev machine, 0.36-0.50 s on two)."""
+    out = np.empty(raw.shape, target)
+    src, dst = raw.reshape(-1), out.reshape(-1)
+
+    def work(a: int, b: int) -> None:
+        np.copyto(dst[a:b], src[a:b], casting="unsafe")
+        if bf16_bits:
+            dst[a:b] <<= 16
+
+    run_split(src.size, work, None if raw.nbytes >= _PARALLEL_READ_BYTES else 1, "qwen-edge-read")
+    return out
 
 
 def _all_finite(values: np.ndarray) -> bool:

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import QuantizationError
-from ..worker_threads import worker_pool
+from ..worker_threads import usable_cpus, worker_pool
 from .scale_search import KERNELS
 
 SUPPORTED_BITS = (4, 8)
@@ -244,11 +244,7 @@ def _importance_weights(importance, k: int, k_pad: int, name: str) -> np.ndarray
 
 
 def _workers() -> int:
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        cpus = os.cpu_count() or 1
-    return max(1, min(cpus, 8))
+    return usable_cpus()
 
 
 def quantize_blockwise(w: np.ndarray, spec: QuantSpec, *, name: str = "",

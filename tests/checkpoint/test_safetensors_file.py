@@ -12,7 +12,8 @@ import torch
 from safetensors.numpy import save_file as save_numpy
 from safetensors.torch import save_file as save_torch
 
-from qwen_edge.checkpoint import DTYPES, SafetensorsFile, TensorInfo
+from qwen_edge import worker_threads
+from qwen_edge.checkpoint import DTYPES, SafetensorsFile, TensorInfo, safetensors_file
 from qwen_edge.errors import CheckpointError
 
 
@@ -37,7 +38,11 @@ def torch_tensors() -> dict[str, torch.Tensor]:
     }
 
 
-def test_reads_match_torch_conversion(tmp_path, torch_tensors):
+@pytest.mark.parametrize("parallel", [False, True], ids=["one-thread", "split-across-threads"])
+def test_reads_match_torch_conversion(tmp_path, torch_tensors, monkeypatch, parallel):
+    if parallel:  # every tensor counts as large: each conversion is split over several threads
+        monkeypatch.setattr(safetensors_file, "_PARALLEL_READ_BYTES", 0)
+        monkeypatch.setattr(worker_threads, "usable_cpus", lambda limit=8: 3)
     path = tmp_path / "model.safetensors"
     save_torch(torch_tensors, str(path), metadata={"format": "pt"})
     with SafetensorsFile.open(path) as f:
