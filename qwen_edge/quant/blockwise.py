@@ -33,7 +33,6 @@ GatherBlockQuantized (com.microsoft, since 1) with uint8 data, gather_axis=0, qu
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import numpy as np

@@ -205,7 +205,7 @@ class _LeastSquares:
     """Weighted least-squares scale fits of codes u to the normalised block values xn (x / s0):
     a minimises sum w (xn - a u)^2. At 4 bits a candidate's error is sum(w xn^2) - a sum(w xn u);
     at 8 bits that difference cancels catastrophically in float32, so it is computed from the
-    rounding residual e = xn*f - u (|e| <= 1/2) instead, one more pass per candidate."""
+    rounding residual e = xn*f - u (|e| <= 1/2) instead, at two more passes per candidate."""
 
     def __init__(self, xn: np.ndarray, weight: np.ndarray | None, bits: int):
         self.xn, self.weight = xn, weight
