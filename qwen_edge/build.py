@@ -94,7 +94,7 @@ def _build(ckpt, request: BuildRequest, target, progress: Progress | None, finge
     adapter = adapter_for(ckpt.architecture)
     spec = adapter.spec(ckpt.config, ckpt.architecture)
     context = request.options.context_length(spec)
-    check_build_budget(spec, context, 2 if request.precision.dtype == "fp16" else 4,
+    check_build_budget(spec, context, np.dtype(request.precision.numpy_dtype).itemsize,
                        context_from_user=request.options.max_positions is not None)
     precision = target_build.bundle_precision(target, request.precision)
     builder = get_builder(target.builder, target.name)
@@ -210,7 +210,7 @@ def _smoke_test(model_path: Path, spec, precision: Precision) -> None:
         # Expert-heavy graphs load without pre-packing: experts stay memory-mapped, only routed ones are read.
         opts = smoke_test_session_options(spec, precision)
         session = ort.InferenceSession(str(model_path), opts, providers=["CPUExecutionProvider"])
-        dtype = np.float16 if precision.dtype == "fp16" else np.float32
+        dtype = precision.numpy_dtype
         feeds: dict[str, np.ndarray] = {
             "input_ids": np.zeros((1, 2), np.int64),
             "attention_mask": np.ones((1, 2), np.int64),

@@ -24,13 +24,15 @@ bundles), so these options are for one check, never for the runtime, which keeps
 
 from __future__ import annotations
 
+import numpy as np
+
 DISABLE_PREPACKING = "session.disable_prepacking"
 
 
 # Stored bytes per expert weight: the values plus one scale per block, in the graph's float type
 # (graph/moe.py keeps expert scales in it).
 def _bytes_per_weight(precision) -> float:
-    float_bytes = 2.0 if precision.dtype == "fp16" else 4.0
+    float_bytes = float(np.dtype(precision.numpy_dtype).itemsize)
     if precision.weights == "float":
         return float_bytes
     return (0.5 if precision.weights == "int4" else 1.0) + float_bytes / precision.block_size

@@ -39,7 +39,6 @@ SENSITIVITY_WINDOWS = 2
 # over a prediction made with 7 kB per layer, so the per-layer allowance is 14 kB.
 _OVERHEAD_PER_LAYER = 14_000
 _OVERHEAD_FIXED = 24_000
-_BYTES = {"fp32": 4, "fp16": 2}
 
 Progress = Callable[[str, int, int], None]
 
@@ -87,7 +86,7 @@ class Unit:
     def bytes(self, level: tuple[str, int], precision) -> int:
         scale_bytes = np.dtype(precision.scale_numpy_dtype).itemsize
         return self.copies * matrix_bytes(*self.shape, level[0], level[1], precision.symmetric,
-                                          float_bytes=_BYTES[precision.dtype], scale_bytes=scale_bytes)
+                                          float_bytes=np.dtype(precision.numpy_dtype).itemsize, scale_bytes=scale_bytes)
 
 
 def _units(fwd: LayerwiseForward, spec, precision) -> list[Unit]:

@@ -80,6 +80,11 @@ class Precision:
         return asdict(self)
 
     @property
+    def numpy_dtype(self) -> type:
+        """The numpy type of the graph's float tensors (activations, KV cache, float weights)."""
+        return np.float16 if self.dtype == "fp16" else np.float32
+
+    @property
     def scale_numpy_dtype(self) -> type:
         """The numpy type block scales are stored in."""
         return np.float16 if (self.scale_dtype or self.dtype) == "fp16" else np.float32

@@ -86,7 +86,7 @@ def quality_report(model_path: Path, checkpoint_dir: Path, adapter, spec, precis
 
     from .checkpoint import Checkpoint
 
-    kv_dtype = np.float16 if precision.dtype == "fp16" else np.float32
+    kv_dtype = precision.numpy_dtype
     report: dict[str, Any] = {"reference": "float32 numpy forward of the checkpoint's weights",
                               "bits_per_weight": weights.get("bits_per_weight"), "bundle_bytes": bundle_bytes,
                               "size_mb": bundle_bytes / 1e6}

@@ -72,7 +72,7 @@ class DecoderBuilder:
         self.stats = WeightStats()
         self.lin = LinearFactory(g, precision, self.stats, plan)
         self.elem = TensorProto.FLOAT16 if precision.dtype == "fp16" else TensorProto.FLOAT
-        self.np_dtype = np.float16 if precision.dtype == "fp16" else np.float32
+        self.np_dtype = precision.numpy_dtype
 
     # Tensor access with shape checks -----------------------------------------------------
     def _read(self, name: str, shape: tuple[int, ...]) -> np.ndarray:

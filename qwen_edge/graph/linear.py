@@ -59,7 +59,7 @@ class LinearFactory:
         self.precision = precision
         self.stats = stats
         self.plan = plan  # quant.data_aware.QuantPlan: matrices quantized ahead, per-scope formats
-        self.float_dtype = np.float16 if precision.dtype == "fp16" else np.float32
+        self.float_dtype = precision.numpy_dtype
         self.scale_dtype = precision.scale_numpy_dtype
         # (format, quantized table) of the last quantized embedding: a tied output head in the same
         # format reuses it instead of quantizing the largest matrix of the model a second time.
