@@ -38,7 +38,7 @@ def main() -> None:
     from qwen_edge.build import BuildRequest, build
     from qwen_edge.precision import Precision
     from qwen_edge.runtime import Model
-    from qwen_edge.verify import perplexity
+    from qwen_edge.verify.metrics import perplexity
 
     text = (args.checkpoint / "heldout.py.txt").read_text(encoding="utf-8")
     ids = Tokenizer.from_file(str(args.checkpoint / "tokenizer.json")).encode(text, add_special_tokens=False).ids

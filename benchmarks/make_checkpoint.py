@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from qwen_edge.tiny import random_weights, write_safetensors, write_tokenizer_files  # noqa: E402
+from qwen_edge.checkpoint.tiny import random_weights, write_safetensors, write_tokenizer_files  # noqa: E402
 
 QWEN25_05B = {
     "architectures": ["Qwen2ForCausalLM"],

@@ -34,7 +34,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from qwen_edge.tiny import write_tokenizer_files  # noqa: E402
+from qwen_edge.checkpoint.tiny import write_tokenizer_files  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 WORK = ROOT / "benchmarks" / "work"
@@ -187,22 +187,22 @@ import json, sys, time
 from pathlib import Path
 from types import SimpleNamespace
 import onnxruntime as ort
-import qwen_edge.build as build_mod
-from qwen_edge.lean_session import loads_lean
+from qwen_edge.build.lean_session import loads_lean
+from qwen_edge.build.smoke_test import smoke_test
 from qwen_edge.precision import Precision
 
 bundle, precision, prepacked = Path(sys.argv[1]), Precision.preset(sys.argv[2]), sys.argv[3] == '1'
 a = json.load(open(bundle / 'manifest.json'))['architecture']
 spec = SimpleNamespace(**dict(a, moe=SimpleNamespace(**a['moe']) if a.get('moe') else None))
 if prepacked:  # what the smoke test did before it chose its options: onnxruntime's defaults
-    import qwen_edge.lean_session as lean
+    import qwen_edge.build.lean_session as lean
     def defaults(spec, precision):
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
         return opts
     lean.smoke_test_session_options = defaults
 t = time.perf_counter()
-build_mod._smoke_test(bundle / 'model.onnx', spec, precision)
+smoke_test(bundle / 'model.onnx', spec, precision)
 print(json.dumps({'peak_rss_bytes': [int(l.split()[1]) * 1024 for l in open('/proc/self/status')
                                      if l.startswith('VmHWM')][0],
                   'wall_s': time.perf_counter() - t,

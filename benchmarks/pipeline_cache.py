@@ -28,7 +28,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"
 sys.path.insert(0, str(REPO))
-from qwen_edge.tiny import TINY_QWEN2, make_tiny_checkpoint  # noqa: E402
+from qwen_edge.checkpoint.tiny import TINY_QWEN2, make_tiny_checkpoint  # noqa: E402
 
 RANDOM_30M = {**TINY_QWEN2, "hidden_size": 512, "intermediate_size": 1280, "num_hidden_layers": 8,
               "num_attention_heads": 8, "num_key_value_heads": 2, "vocab_size": 16384,

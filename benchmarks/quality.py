@@ -33,12 +33,12 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from qwen_edge.build import BuildRequest, build  # noqa: E402
-from qwen_edge.mixed_precision import Budget  # noqa: E402
+from qwen_edge.quant.mixed_precision import Budget  # noqa: E402
 from qwen_edge.precision import Precision  # noqa: E402
-from qwen_edge.quality import QualityConfig  # noqa: E402
+from qwen_edge.quant.quality import QualityConfig  # noqa: E402
 from qwen_edge.quant.calibration import load_calibration_text, overlapping_lines  # noqa: E402
 from qwen_edge.quant.data_aware import CalibrationConfig  # noqa: E402
-from qwen_edge.verify import log_softmax  # noqa: E402
+from qwen_edge.verify.metrics import log_softmax  # noqa: E402
 
 GENAI_ALGOS = ("default", "rtn", "k_quant")
 

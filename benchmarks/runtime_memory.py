@@ -45,7 +45,7 @@ def rss_mb() -> float:
 def make_bundle(work: Path) -> tuple[Path, str]:
     from qwen_edge.build import BuildRequest, build
     from qwen_edge.precision import Precision
-    from qwen_edge.tiny import TINY_QWEN2, make_tiny_checkpoint
+    from qwen_edge.checkpoint.tiny import TINY_QWEN2, make_tiny_checkpoint
 
     if (TRAINED / "config.json").is_file():
         ckpt, name = TRAINED, "qwen2-code-30m-int4"

@@ -24,12 +24,11 @@ PROMPTS = ("def quicksort(xs):\n", "import os\nimport sys\n\n\ndef main():\n", "
 
 
 def main() -> None:
+    from qwen_edge.build import build_targets
     from qwen_edge.graph.decoder import DecoderOptions
-    from qwen_edge.precision import Precision
-    from qwen_edge.runtime import Model
-    from qwen_edge.target_build import build_targets
-    from qwen_edge.target_parity import ParityRequest, greedy_tokens_ort
     from qwen_edge.targets import resolve_targets
+    from qwen_edge.targets.catalog import load_executor
+    from qwen_edge.verify.parity import ParityRequest
 
     ap = argparse.ArgumentParser()
     ap.add_argument("checkpoint", type=Path)
@@ -48,8 +47,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         manifests = build_targets(
-            args.checkpoint, Path(tmp), resolve_targets(args.targets),
-            lambda t: Precision.preset(t.default_precision), DecoderOptions(max_positions=args.context),
+            args.checkpoint, Path(tmp), resolve_targets(args.targets), options=DecoderOptions(max_positions=args.context),
             parity=ParityRequest(reference_kind="transformers", text_file=None if args.no_perplexity else text, context=args.context,
                                  max_tokens=args.max_tokens, gate=False, threads=args.threads))
         result["seconds"] = round(time.perf_counter() - start, 1)
@@ -59,13 +57,12 @@ def main() -> None:
                                        "model_file": m["io"]["model_file"], "passes": m["passes"],
                                        "parity": m.get("parity")}
         if args.greedy:
-            cpu, android = Path(tmp) / "cpu", Path(tmp) / "android"
-            encode = Model(cpu).encode
+            cpu, android = load_executor(Path(tmp) / "cpu"), load_executor(Path(tmp) / "android")
             rows = []
             for prompt in PROMPTS:
-                ids = encode(prompt)
-                a = greedy_tokens_ort(android, ids, args.new_tokens)
-                c = greedy_tokens_ort(cpu, ids, args.new_tokens)
+                ids = cpu.encode(prompt)
+                a = android.greedy(ids, args.new_tokens)
+                c = cpu.greedy(ids, args.new_tokens)
                 rows.append({"prompt": prompt, "identical": a == c, "tokens": len(c),
                              "first_difference": next((k for k, (x, y) in enumerate(zip(a, c)) if x != y), None)})
             result["greedy_android_vs_cpu_int4"] = rows

@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from .build import BuildRequest, build
+from .checkpoint.tiny import TINY_QWEN2, make_tiny_checkpoint
 from .precision import Precision
-from .tiny import TINY_QWEN2, make_tiny_checkpoint
-from .verification import run_verification
+from .targets.verification import verify_bundle
 
 
 def run_demo(workdir: Path | None = None, progress=None) -> dict[str, Any]:
@@ -29,7 +29,7 @@ def run_demo(workdir: Path | None = None, progress=None) -> dict[str, Any]:
             size = sum(f["bytes"] for f in manifest["files"].values())
             gen = load(out)
             sample = gen.generate("def fibonacci(n):", max_new_tokens=24)
-            report = run_verification(out, ckpt, reference_kind="numpy")
+            report = verify_bundle(out, ckpt, reference_kind="numpy")
             passed &= report["passed"]
             p = report["parity"]
             results["bundles"][name] = {"path": str(out), "bytes": size, "sample": sample.text,

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import settings
 
 
-from qwen_edge.tiny import TINY_QWEN2, TINY_QWEN2_MOE, TINY_QWEN3, TINY_QWEN3_MOE, write_tokenizer_files
+from qwen_edge.checkpoint.tiny import TINY_QWEN2, TINY_QWEN2_MOE, TINY_QWEN3, TINY_QWEN3_MOE, write_tokenizer_files
 
 REPO = Path(__file__).resolve().parent.parent
 TRAINED_MODEL = Path(os.environ.get("QWEN_EDGE_TRAINED_MODEL", REPO.parent / "shared" / "models" / "qwen2-code-30m"))

@@ -1,4 +1,14 @@
-"""Architecture adapters, registered by Hugging Face class name when imported."""
+"""Architecture adapters: config.json -> a frozen ArchSpec, and the table of checkpoint tensor
+names for every role in the graph; one small module per architecture, registered by Hugging Face
+class name at its declaration (`@register("Qwen3ForCausalLM")`).
+
+    base      ArchSpec, ArchAdapter (the dense Qwen family), the registry, config parsing
+    rope      RoPE settings and tables (default, linear, dynamic, yarn, ...)
+    moe       MoeSpec and the expert tensor names shared by the MoE adapters
+    qwen2, qwen3, qwen2_moe, qwen3_moe   the adapters
+
+May import: the root modules and numpy only; graph builders read the spec, never the reverse.
+"""
 
 from . import qwen2, qwen2_moe, qwen3, qwen3_moe  # noqa: F401  (registration side effect)
 from .moe import MoeSpec

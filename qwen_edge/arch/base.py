@@ -2,8 +2,8 @@
 
 An adapter turns a checkpoint's config.json into a frozen ArchSpec and names the checkpoint
 tensors that feed each role in the graph. Adapters register themselves by Hugging Face class
-name at their declaration; the graph builder never branches on architecture names, only on
-the spec's feature flags.
+name at their declaration; the graph builders never branch on architecture names, only on
+the spec's feature flags (a sparse layer is `spec.moe.is_sparse(i)`, not "a Qwen3-MoE layer").
 """
 
 from __future__ import annotations
@@ -225,14 +225,6 @@ class ArchAdapter:
 
     def spec(self, config: dict, architecture: str) -> ArchSpec:
         raise NotImplementedError
-
-    def mlp(self, builder, i: int, x: str, tensors: dict) -> str:
-        """Emit layer i's feed-forward block on `x` and return its output value name.
-
-        The one graph hook an architecture may override (mixture-of-experts layers do); it may
-        read further tensors lazily through `builder.ckpt`.
-        """
-        return builder.dense_mlp(i, x, tensors)
 
     def layer_tensor_names(self, spec: ArchSpec, i: int) -> dict[str, str]:
         table = dict(self.LAYER_TENSORS)

@@ -103,7 +103,8 @@ class MoeTensors:
 
 
 class MoeAdapterMixin:
-    """Adapter behaviour for sparse layers: no dense MLP tensors there, and the MoE graph hook."""
+    """Adapter behaviour for sparse layers: no dense MLP tensors there (the graph builders read the
+    experts through MoeTensors)."""
 
     def layer_tensor_names(self, spec, i: int) -> dict[str, str]:
         names = super().layer_tensor_names(spec, i)
@@ -111,10 +112,3 @@ class MoeAdapterMixin:
             for role in MoeTensors.DENSE_MLP_ROLES:
                 names.pop(role)
         return names
-
-    def mlp(self, builder, i: int, x: str, tensors: dict) -> str:
-        if builder.spec.moe is None or not builder.spec.moe.is_sparse(i):
-            return builder.dense_mlp(i, x, tensors)
-        from ..graph.moe import MoeBlockBuilder  # the graph layer depends on arch, not the reverse
-
-        return MoeBlockBuilder(builder).build(i, x)

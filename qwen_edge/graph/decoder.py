@@ -21,6 +21,7 @@ from ..precision import Precision
 from ..worker_threads import worker_pool
 from .builder import MS_DOMAIN, GraphBuilder
 from .linear import LinearFactory, WeightStats
+from .moe import MoeBlockBuilder
 
 Progress = Callable[[str, int, int], None]
 
@@ -145,8 +146,14 @@ class DecoderBuilder:
         )[0]
         return self.lin.linear(out, t["o_proj"], f"{scope}/o_proj", self.precision.weights)
 
+    def _mlp(self, i: int, x: str, t: dict[str, np.ndarray]) -> str:
+        """Layer i's feed-forward block: the routed experts of a sparse layer, else the dense MLP."""
+        if self.spec.moe is not None and self.spec.moe.is_sparse(i):
+            return MoeBlockBuilder(self).build(i, x)
+        return self.dense_mlp(i, x, t)
+
     def dense_mlp(self, i: int, x: str, t: dict[str, np.ndarray]) -> str:
-        """SwiGLU MLP with gate and up fused into one projection (the adapters' default)."""
+        """SwiGLU MLP with gate and up fused into one projection."""
         g, m = self.g, self.spec.intermediate_size
         scope = f"/model/layers.{i}/mlp"
         gate_up = self.lin.linear(x, np.concatenate([t["gate_proj"], t["up_proj"]], axis=0),
@@ -251,7 +258,7 @@ class DecoderBuilder:
                 attn = self._attention(i, x, t, seqlens, total_len, cos, sin)
                 x, residual = self._skip_norm(attn, residual, t["post_attention_norm"],
                                               f"/model/layers.{i}/post_attention_layernorm")
-                pending = self.adapter.mlp(self, i, x, t)
+                pending = self._mlp(i, x, t)
                 del t
 
         self.progress("lm_head", n_layers + 1, n_layers + 2)

@@ -31,6 +31,7 @@ import numpy as np
 
 from ..arch.moe import MoeTensors
 from ..errors import CheckpointError, GraphError
+from ..quant import quantize_blockwise
 from .builder import MS_DOMAIN
 from .linear import FORMAT_BITS
 
@@ -106,8 +107,6 @@ class MoeBlockBuilder:
 
     def _quantized_experts(self, scope: str, read: Callable[[int], np.ndarray], rows: int,
                            cols: int) -> tuple[str, str, str | None]:
-        from ..quant import quantize_blockwise
-
         p, n, fmt = self.d.precision, self.moe.num_experts, self.d.precision.weights
         if cols % p.block_size:
             raise GraphError(f"{scope}: QMoE needs the block size ({p.block_size}) to divide the expert "

@@ -141,7 +141,7 @@ class StandardDecoderBuilder(DecoderBuilder):
         return self.lin.linear(ctx, t["o_proj"], f"{scope}/o_proj", self.precision.weights)
 
     def _lm_head(self, x: str, embed_float_name: str | None) -> str:
-        s, p = self.spec, self.precision
+        s = self.spec
         if s.tie_word_embeddings and embed_float_name is not None:
             name = self.adapter.GLOBAL_TENSORS["lm_head"]
             if self.ckpt.has(name):

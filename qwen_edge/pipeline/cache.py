@@ -18,8 +18,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from .. import manifest as manifest_mod
-from ..bundle import staged_output
+from ..bundle import manifest as manifest_mod
+from ..bundle.staging import staged_output
 
 KEY_SCHEMA = 1
 _PACKAGE_DIR = Path(__file__).resolve().parent.parent

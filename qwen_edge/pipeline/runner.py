@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from .. import manifest as manifest_mod
+from ..bundle import manifest as manifest_mod
 from ..checkpoint import Checkpoint
 from ..errors import BundleError, QwenEdgeError
 from ..targets import get_target
@@ -175,9 +175,9 @@ def _gate(cache: BuildCache, key: str, ckpt: CheckpointEntry, entry: TargetEntry
     result = cache.gate_result(gate_key)
     if result is not None:
         return result | {"cache_hit": True}
-    from ..verification import run_verification
+    from ..targets.verification import verify_bundle
 
-    report = run_verification(output, ckpt.path, reference_kind=entry.gate.reference)
+    report = verify_bundle(output, ckpt.path, reference_kind=entry.gate.reference)
     parity = report["parity"]
     min_top1 = entry.gate.min_top1 if entry.gate.min_top1 is not None else report["tolerance"]["min_top1"]
     max_kl = entry.gate.max_kl if entry.gate.max_kl is not None else report["tolerance"]["max_kl"]

@@ -6,6 +6,7 @@
         print(piece, end="")
 
 Nothing here imports torch, transformers, onnx or the build-time parts of qwen_edge.
+May import: qwen_edge.bundle (the manifest schema, signatures) and qwen_edge.errors only.
 """
 
 from dataclasses import fields

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .. import manifest as manifest_mod
+from ..bundle import manifest as manifest_mod
 from ..errors import BundleError
 
 KV_DTYPES = ("fp32", "fp16")
@@ -24,7 +24,7 @@ def check_bundle(path: Path, manifest: dict[str, Any], *, verify_integrity: bool
     where = f"{path}/{manifest_mod.MANIFEST_NAME}"
     _check_io(where, manifest)
     if verify_signature is not None:
-        from ..signing import verify_bundle_signature  # imports cryptography lazily
+        from ..bundle.signing import verify_bundle_signature  # imports cryptography lazily
 
         verify_bundle_signature(path, verify_signature)
     elif verify_integrity:

@@ -13,7 +13,7 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
-from .. import manifest as manifest_mod
+from ..bundle import manifest as manifest_mod
 from ..errors import BundleError
 from .bundle_check import check_bundle
 from .errors import ContextOverflowError, InvalidRequestError

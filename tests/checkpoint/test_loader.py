@@ -112,7 +112,7 @@ def test_sharded_checkpoint(tmp_path, shards):
 def test_transformers_sharded_save_reads_like_torch(tmp_path, dtype):
     """A checkpoint written by transformers' save_pretrained (sharded), read back value-for-value."""
     from tests.conftest import make_hf_checkpoint
-    from qwen_edge.tiny import TINY_QWEN2
+    from qwen_edge.checkpoint.tiny import TINY_QWEN2
 
     root = make_hf_checkpoint(tmp_path / "hf", TINY_QWEN2, dtype=dtype, max_shard_size="60KB")
     assert (root / "model.safetensors.index.json").is_file() and len(list(root.glob("*.safetensors"))) >= 2

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from qwen_edge.checkpoint.safetensors_file import SafetensorsFile
-from qwen_edge.tiny import write_safetensors
+from qwen_edge.checkpoint.tiny import write_safetensors
 
 ROWS, COLS = 2048, 2048  # 16 MiB as float32
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from qwen_edge.errors import ConfigError
-from qwen_edge.mixed_precision import Budget, Unit, ladder, matrix_bytes, select
+from qwen_edge.quant.mixed_precision import Budget, Unit, ladder, matrix_bytes, select
 from qwen_edge.precision import Precision
 from qwen_edge.quant import QuantSpec, quantize_blockwise
 from qwen_edge.quant.calibration import token_windows

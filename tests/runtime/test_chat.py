@@ -11,13 +11,12 @@ from pathlib import Path
 import pytest
 
 from qwen_edge.runtime.chat import ChatTemplate
+from tests.conftest import TRAINED_MODEL
 from qwen_edge.runtime.errors import InvalidRequestError, TemplateError
-from qwen_edge.tiny import QWEN_CHAT_TEMPLATE, make_tokenizer
+from qwen_edge.checkpoint.tiny import QWEN_CHAT_TEMPLATE, make_tokenizer
 
 transformers = pytest.importorskip("transformers")
 
-REPO = Path(__file__).resolve().parents[2]
-TRAINED_MODEL = Path(os.environ.get("QWEN_EDGE_TRAINED_MODEL", REPO.parent / "shared" / "models" / "qwen2-code-30m"))
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 QWEN2_5 = (TEMPLATES / "qwen2_5.jinja").read_text(encoding="utf-8")
 QWEN3 = (TEMPLATES / "qwen3.jinja").read_text(encoding="utf-8")

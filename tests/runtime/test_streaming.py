@@ -14,10 +14,9 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from qwen_edge.runtime.errors import InvalidRequestError
 from qwen_edge.runtime.streaming import IncrementalDecoder, TextStreamer
-from qwen_edge.tiny import make_tokenizer
+from tests.conftest import TRAINED_MODEL
+from qwen_edge.checkpoint.tiny import make_tokenizer
 
-REPO = Path(__file__).resolve().parents[2]
-TRAINED_MODEL = Path(os.environ.get("QWEN_EDGE_TRAINED_MODEL", REPO.parent / "shared" / "models" / "qwen2-code-30m"))
 
 SAMPLES = [
     "def fibonacci(n):\n    a, b = 0, 1\n    return a\n",

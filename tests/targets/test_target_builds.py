@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 
 from qwen_edge.errors import VerificationError
+from qwen_edge.build import build_targets
 from qwen_edge.graph.decoder import DecoderOptions
 from qwen_edge.precision import Precision
-from qwen_edge.target_build import build_targets
-from qwen_edge.target_parity import ParityRequest, greedy_tokens_ort
 from qwen_edge.targets import load_target_file, resolve_targets
+from qwen_edge.targets.catalog import load_executor
+from qwen_edge.verify.parity import ParityRequest
 
 OWN_TARGETS = "cpu,openvino,directml,android,ios"
 
@@ -21,9 +22,7 @@ OWN_TARGETS = "cpu,openvino,directml,android,ios"
 @pytest.fixture(scope="module")
 def all_targets(tmp_path_factory, qwen3_ckpt):
     out = tmp_path_factory.mktemp("targets")
-    manifests = build_targets(qwen3_ckpt, out, resolve_targets(OWN_TARGETS),
-                              lambda t: Precision.preset(t.default_precision), DecoderOptions(),
-                              parity=ParityRequest(gate=False))
+    manifests = build_targets(qwen3_ckpt, out, resolve_targets(OWN_TARGETS), parity=ParityRequest(gate=False))
     return out, manifests
 
 
@@ -72,8 +71,8 @@ def test_mobile_bundles_ship_ort_and_reduced_build_config(all_targets):
 def test_android_ort_matches_int4_cpu_greedy_tokens(all_targets):
     out, _ = all_targets
     prompt = np.array([5, 17, 42, 9, 77, 3], np.int64)
-    cpu = greedy_tokens_ort(out / "cpu", prompt, 12)
-    android = greedy_tokens_ort(out / "android", prompt, 12)
+    cpu = load_executor(out / "cpu").greedy(prompt, 12)
+    android = load_executor(out / "android").greedy(prompt, 12)
     assert android == cpu
 
 
@@ -83,18 +82,16 @@ def test_ort_model_computes_the_same_logits_as_the_cpu_bundle(tmp_path, qwen2_ck
     # on the trained Qwen2 model).
     from qwen_edge.runtime import Model
 
-    build_targets(qwen2_ckpt, tmp_path, resolve_targets("cpu,android"), lambda t: Precision.preset("int4"),
-                  DecoderOptions())
+    build_targets(qwen2_ckpt, tmp_path, resolve_targets("cpu,android"), precision="int4")
     ids = np.arange(3, 60, dtype=np.int64)
     np.testing.assert_array_equal(Model(tmp_path / "android").logits(ids), Model(tmp_path / "cpu").logits(ids))
 
 
 def test_openvino_float_ir_matches_fp32_bundle(tmp_path, qwen3_ckpt):
-    from qwen_edge.openvino_runner import OpenVINOModel
+    from qwen_edge.targets.openvino.runner import OpenVINOModel
     from qwen_edge.runtime import Model
 
-    manifests = build_targets(qwen3_ckpt, tmp_path, resolve_targets("cpu,openvino"),
-                              lambda t: Precision.preset("fp32"), DecoderOptions())
+    manifests = build_targets(qwen3_ckpt, tmp_path, resolve_targets("cpu,openvino"), precision="fp32")
     assert manifests["openvino"]["passes"][1]["result"]["skipped"]
     ids = np.arange(3, 40, dtype=np.int64)
     ref = Model(tmp_path / "cpu").logits(ids)
@@ -109,26 +106,40 @@ def test_parity_outside_tolerance_fails_the_build_unless_told(tmp_path, qwen3_ck
     (tmp_path / "t").mkdir()
     (tmp_path / "t" / "cpu.toml").write_text(strict)
     target = load_target_file(tmp_path / "t" / "cpu.toml")
-    int4 = lambda t: Precision.preset("int4")  # noqa: E731
     with pytest.raises(VerificationError, match="target 'cpu': parity outside tolerance"):
-        build_targets(qwen3_ckpt, tmp_path / "gated", [target], int4, DecoderOptions(), parity=ParityRequest())
+        build_targets(qwen3_ckpt, tmp_path / "gated", [target], precision="int4", parity=ParityRequest())
     assert not (tmp_path / "gated").exists()
-    m = build_targets(qwen3_ckpt, tmp_path / "told", [target], int4, DecoderOptions(),
+    m = build_targets(qwen3_ckpt, tmp_path / "told", [target], precision="int4",
                       parity=ParityRequest(gate=False))["cpu"]
     assert m["parity"]["passed"] is False and m["parity"]["gated"] is False
 
 
-def test_a_whole_bundle_builder_gets_its_own_precision_beside_graph_targets(qwen3_ckpt, tmp_path):
-    # npu-qnn's builder writes its own bundle and precision (w8a16); a mixed --target list must route
-    # it there with the requested (or its default) precision, and build the others from one load.
-    from qwen_edge.graph.registry import _BUILDERS, register_bundle_builder
+def test_a_bundle_builder_gets_its_own_precision_and_options_beside_graph_targets(qwen3_ckpt, tmp_path):
+    # npu-qnn's builder makes its own precisions (w8a16) and takes its own options; a mixed target
+    # list must route both to it through the same registry and build the others from one load.
+    from dataclasses import dataclass, fields
 
-    calls = []
+    from qwen_edge.targets import builders
 
-    @register_bundle_builder("test-whole-bundle", provides=("onnx",))
-    def fake(checkpoint, output, precision, max_positions, progress=None):
-        calls.append((Path(checkpoint), Path(output), precision, max_positions))
-        return {"target": {"name": "whole"}}
+    @dataclass(frozen=True)
+    class FakeOptions:
+        precision: str = "w8a16"
+        context: int = 1024
+
+        @classmethod
+        def from_dict(cls, values, where):
+            unknown = set(values) - {f.name for f in fields(cls)}
+            assert not unknown, (where, unknown)
+            return cls(**values)
+
+    jobs = []
+
+    @builders.register_bundle_builder("test-whole-bundle", provides=("onnx",), options=FakeOptions,
+                                      precisions=("w8a16", "w4a16"))
+    def fake(job):
+        jobs.append(job)
+        (job.stage / "model.onnx").write_bytes(b"not a graph")
+        return {"precision": {"name": job.options.precision}, "io": {"model_file": "model.onnx"}}
 
     try:
         toml = tmp_path / "whole.toml"
@@ -137,12 +148,15 @@ def test_a_whole_bundle_builder_gets_its_own_precision_beside_graph_targets(qwen
                         .replace('builder = "qnn-static"', 'builder = "test-whole-bundle"'))
         whole = load_target_file(toml)
         manifests = build_targets(qwen3_ckpt, tmp_path / "out", [resolve_targets("cpu")[0], whole],
-                                  lambda t: Precision.preset("int4"), DecoderOptions(max_positions=64))
+                                  builder_options={"context": 64, "chunk": 8},
+                                  options=DecoderOptions(max_positions=64))
     finally:
-        _BUILDERS.pop("test-whole-bundle", None)
+        builders._BUILDERS.pop("test-whole-bundle", None)
     assert list(manifests) == ["cpu", "whole"]
-    assert calls == [(qwen3_ckpt, tmp_path / "out" / "whole", "w8a16", 64)]
-    assert (tmp_path / "out" / "cpu" / "manifest.json").is_file()
+    assert [j.options for j in jobs] == [FakeOptions(precision="w8a16", context=64)]  # "chunk" is not its option
+    assert manifests["whole"]["target"]["builder"] == "test-whole-bundle"
+    assert manifests["whole"]["precision"] == {"name": "w8a16"} and manifests["cpu"]["precision"]["name"] == "int4-fp32"
+    assert (tmp_path / "out" / "whole" / "tokenizer.json").is_file()  # the common stages ran around it
 
 
 def test_build_refuses_a_whole_bundle_target_through_a_float_build_request(qwen3_ckpt, tmp_path):
@@ -163,3 +177,4 @@ def test_data_aware_quantization_on_a_builder_without_plans_is_a_config_error(qw
         build(BuildRequest(qwen3_ckpt, tmp_path / "b", Precision.preset("int4"), target="openvino",
                            calibration=CalibrationConfig()))
     assert not (tmp_path / "b").exists()
+

@@ -9,7 +9,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from qwen_edge.errors import ConfigError, GraphError
-from qwen_edge.passes import get_pass, registered_passes
+from qwen_edge.targets.catalog import get_pass, registered_passes
 from qwen_edge.targets import TARGETS_DIR, available_targets, load_target_file, resolve_targets
 
 CPU_TOML = (TARGETS_DIR / "cpu.toml").read_text()
@@ -66,12 +66,10 @@ def test_pass_order_is_checked_against_what_earlier_steps_provide(tmp_path):
         load_target_file(_write(tmp_path, text))
 
 
-def test_builder_whose_module_is_missing_names_the_target(monkeypatch):
-    from qwen_edge.graph import registry
-
-    monkeypatch.setitem(registry._MODULES, "imaginary-npu", "qwen_edge.no_such_module")
-    with pytest.raises(ConfigError, match="target 'npu-x': builder 'imaginary-npu' needs module qwen_edge.no_such_module"):
-        registry.get_builder("imaginary-npu", "npu-x")
+def test_unknown_builder_names_the_target_file_and_the_known_ones(tmp_path):
+    text = CPU_TOML.replace('executed_here = true', 'builder = "imaginary-npu"\nexecuted_here = true')
+    with pytest.raises(ConfigError, match=r"cpu.toml'?: unknown builder 'imaginary-npu' \(known: .*qnn-static"):
+        load_target_file(_write(tmp_path, text))
 
 
 def test_resolve_targets_all_and_lists():
@@ -88,7 +86,7 @@ def _graph_with(node) -> onnx.ModelProto:
 
 
 def test_unsupported_node_fails_directml_validation_with_its_name(tmp_path):
-    from qwen_edge.passes.base import PassContext
+    from qwen_edge.targets.passes.base import PassContext
 
     target = available_targets()["directml"]
     bad = helper.make_node("Hardmax", ["x"], ["y"], name="/model/odd/Hardmax")
@@ -106,7 +104,7 @@ def test_unsupported_node_fails_directml_validation_with_its_name(tmp_path):
 
 
 def test_wrong_element_type_fails_validation(tmp_path):
-    from qwen_edge.passes.op_support import OpTable, check_model
+    from qwen_edge.targets.passes.op_support import OpTable, check_model
 
     x = helper.make_tensor_value_info("x", TensorProto.DOUBLE, [1, 4])
     y = helper.make_tensor_value_info("y", TensorProto.DOUBLE, [1, 4])

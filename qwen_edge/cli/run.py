@@ -1,0 +1,134 @@
+"""`qwen-edge run` (generate with a bundle, one prompt or a chat) and `qwen-edge bench`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from ..errors import ConfigError
+from .output import add_common, add_runtime_options, emit, native_stdout_to_stderr
+
+
+def add_parsers(sub) -> None:
+    r = sub.add_parser("run", help="generate text with a bundle")
+    r.add_argument("bundle")
+    g = r.add_mutually_exclusive_group(required=True)
+    g.add_argument("--prompt")
+    g.add_argument("--chat", nargs="?", const="", metavar="MESSAGE",
+                   help="chat with the bundle's template: one MESSAGE, or without one, a conversation on stdin")
+    r.add_argument("--template-vars", help='JSON object of extra chat template variables, e.g. {"enable_thinking": false}')
+    r.add_argument("--max-new-tokens", type=int, default=128)
+    r.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    r.add_argument("--top-k", type=int, default=0)
+    r.add_argument("--top-p", type=float, default=1.0)
+    r.add_argument("--repetition-penalty", type=float, default=1.0)
+    r.add_argument("--seed", type=int, default=None)
+    add_runtime_options(r)
+    add_common(r)
+    r.set_defaults(func=cmd_run)
+
+    be = sub.add_parser("bench", help="time to first token and decode speed of a bundle")
+    be.add_argument("bundle")
+    be.add_argument("--prompt-tokens", type=int, default=128)
+    be.add_argument("--new-tokens", type=int, default=128)
+    be.add_argument("--runs", type=int, default=5)
+    be.add_argument("--warmup", type=int, default=1)
+    add_runtime_options(be)
+    add_common(be)
+    be.set_defaults(func=cmd_bench)
+
+
+def _runtime_options(args: argparse.Namespace):
+    from ..runtime import RuntimeOptions
+
+    return RuntimeOptions(intra_op_threads=args.threads, verify_integrity=args.check_integrity,
+                          verify_signature=getattr(args, "public_key", None))
+
+
+def _sampling(args: argparse.Namespace):
+    from ..runtime import SamplingParams
+
+    return SamplingParams(do_sample=args.temperature > 0, temperature=args.temperature if args.temperature > 0 else 1.0,
+                          top_k=args.top_k, top_p=args.top_p, repetition_penalty=args.repetition_penalty,
+                          seed=args.seed)
+
+
+def _template_vars(args: argparse.Namespace) -> dict:
+    if not args.template_vars:
+        return {}
+    try:
+        value = json.loads(args.template_vars)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"--template-vars: not valid JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise ConfigError("--template-vars: must be a JSON object")
+    return value
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from ..targets.catalog import load_generator
+
+    with native_stdout_to_stderr():  # a backend's native library may print when it loads
+        gen = load_generator(Path(args.bundle), _runtime_options(args))
+    if args.chat == "":
+        return _interactive_chat(gen, args)
+    if args.chat is not None:
+        prompt = gen.render_chat([{"role": "user", "content": args.chat}], **_template_vars(args))
+    else:
+        prompt = args.prompt
+    g = gen.start(prompt, max_new_tokens=args.max_new_tokens, sampling=_sampling(args))
+    if args.json:
+        with native_stdout_to_stderr():
+            text = "".join(g)
+        details = getattr(gen, "details", dict)()  # e.g. where a device backend placed the graphs
+        emit(args, {"text": text, "token_ids": g.token_ids, "stats": vars(g.stats)
+                    | {"decode_tokens_per_s": g.stats.decode_tokens_per_s}, **details}, text)
+    else:
+        for piece in g:
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+        sys.stdout.write("\n")
+        if not args.quiet:
+            s = g.stats
+            sys.stderr.write(f"[{s.prompt_tokens} prompt tokens, {s.new_tokens} new, TTFT {s.time_to_first_token_s * 1e3:.1f} ms, "
+                             f"{s.decode_tokens_per_s:.1f} tok/s, stop: {s.finish_reason}]\n")
+    return 0
+
+
+def _interactive_chat(gen, args: argparse.Namespace) -> int:
+    """A conversation on stdin/stdout: one user turn per line, history kept, empty line or EOF ends."""
+    messages: list[dict] = []
+    extra = _template_vars(args)
+    while True:
+        if sys.stdin.isatty():
+            sys.stderr.write("you> ")
+            sys.stderr.flush()
+        line = sys.stdin.readline()
+        if not line or not line.strip():
+            return 0
+        messages.append({"role": "user", "content": line.rstrip("\n")})
+        g = gen.start(gen.render_chat(messages, **extra), max_new_tokens=args.max_new_tokens,
+                      sampling=_sampling(args))
+        reply = []
+        for piece in g:
+            reply.append(piece)
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+        sys.stdout.write("\n")
+        messages.append({"role": "assistant", "content": "".join(reply)})
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Times qwen_edge.runtime on an onnxruntime bundle."""
+    from ..runtime import Generator, Model
+    from ..runtime.bench import benchmark
+
+    gen = Generator(Model(args.bundle, _runtime_options(args)))
+    result = benchmark(gen, prompt_tokens=args.prompt_tokens, new_tokens=args.new_tokens, runs=args.runs,
+                       warmup=args.warmup)
+    emit(args, result, (f"prompt {args.prompt_tokens} tokens, {args.new_tokens} new, median of {args.runs}: "
+                        f"TTFT {result['ttft_ms_median']:.1f} ms, decode {result['decode_tokens_per_s_median']:.1f} tok/s, "
+                        f"peak RSS {result['peak_rss_mb']:.0f} MB"))
+    return 0
