@@ -68,19 +68,39 @@ def test_verify_without_reference_is_a_usage_error(bundles, capsys):
     assert code == 2 and "--reference" in err
 
 
-@pytest.mark.parametrize("bad", [["--precision", "int3"], ["--block-size", "48"]])
-def test_bad_build_options(bad, qwen2_ckpt, tmp_path, capsys):
-    with pytest.raises(SystemExit) if bad[0] == "--precision" else _nothing():
-        code, _, err = _run(capsys, "build", str(qwen2_ckpt), "-o", str(tmp_path / "o"), *bad)
-        assert code == 2 and "block_size" in err
+def test_an_unknown_precision_is_a_usage_error(qwen2_ckpt, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["build", str(qwen2_ckpt), "-o", str(tmp_path / "o"), "--precision", "int3"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "--precision" in err and "int3" in err
+    assert not (tmp_path / "o").exists()
 
 
-class _nothing:
-    def __enter__(self):
-        return self
+def test_an_unsupported_block_size_is_a_config_error(qwen2_ckpt, tmp_path, capsys):
+    code, _, err = _run(capsys, "build", str(qwen2_ckpt), "-o", str(tmp_path / "o"), "--block-size", "48")
+    assert code == 2 and "block_size" in err and "48" in err and err.count("\n") == 1
+    assert not (tmp_path / "o").exists()
 
-    def __exit__(self, *exc):
-        return False
+
+def test_a_graph_the_target_cannot_take_exits_4(qwen3_moe_ckpt, tmp_path, capsys):
+    # QMoE needs the block size to divide the experts' widths (32 in the tiny MoE)
+    code, _, err = _run(capsys, "build", str(qwen3_moe_ckpt), "-o", str(tmp_path / "o"), "--block-size", "64")
+    assert code == 4 and "block size (64)" in err and err.count("\n") == 1
+    assert not (tmp_path / "o").exists()
+
+
+def test_verification_outside_tolerance_exits_6(bundles, tmp_path, capsys):
+    # The same shapes with other weights: the bundle does not match this reference.
+    from qwen_edge.checkpoint.tiny import TINY_QWEN2, make_tiny_checkpoint
+
+    other = make_tiny_checkpoint(tmp_path / "other", TINY_QWEN2, seed=7)
+    code, stdout, _ = _run(capsys, "verify", str(bundles("qwen2", "fp32")), "--reference", str(other),
+                           "--reference-kind", "numpy", "--json")
+    report = json.loads(stdout)
+    assert code == 6 and report["passed"] is False and "top-1" in report["failure"]
+    code, stdout, _ = _run(capsys, "verify", str(bundles("qwen2", "fp32")), "--reference", str(other),
+                           "--reference-kind", "numpy")
+    assert code == 6 and "FAILED: prefill top-1" in stdout
 
 
 def test_interactive_chat_keeps_history(bundles, capsys, monkeypatch):

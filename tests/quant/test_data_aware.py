@@ -65,6 +65,12 @@ def test_awq_scaling_is_exact_in_float_and_can_lower_error():
     # Folding 1/s into the norm weight and s into the weight's columns leaves the float product unchanged.
     np.testing.assert_allclose((x * (gamma / s)) @ (w * s).T, (x * gamma) @ w.T, rtol=1e-4, atol=1e-4)
     assert np.isclose(np.exp(np.log(s).mean()), 1.0)
+    # Quantized, the scaled weight keeps the outlier channels' columns finer: the output error on these
+    # inputs falls (measured: 0.46x at this seed, 0.46-0.62x over seeds 2-4).
+    xg, spec = x * gamma, QuantSpec(4, 32, False, "rtn")
+    plain = output_error(xg, w, quantize_blockwise(w, spec).dequantize())
+    scaled = output_error(xg, w, quantize_blockwise(w * s, spec).dequantize() / s)
+    assert scaled < 0.75 * plain, (scaled, plain)
 
 
 def test_token_windows_spread_over_the_text():
