@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from qwen_edge.runtime.chat import ChatTemplate
-from tests.conftest import TRAINED_MODEL
+from tests.conftest import TRAINED_MODEL, trained_checkpoint
 from qwen_edge.runtime.errors import InvalidRequestError, TemplateError
 from qwen_edge.checkpoint.tiny import QWEN_CHAT_TEMPLATE, make_tokenizer
 
@@ -113,11 +113,9 @@ def test_repo_tiny_template(tokenizer_file, name, add_generation_prompt):
 @pytest.mark.parametrize("name", ["single", "system", "multi_turn"])
 @pytest.mark.parametrize("add_generation_prompt", [True, False])
 def test_trained_model_template(name, add_generation_prompt):
-    config = TRAINED_MODEL / "tokenizer_config.json"
-    if not config.is_file():
-        pytest.skip(f"trained checkpoint not found at {TRAINED_MODEL} (set QWEN_EDGE_TRAINED_MODEL)")
-    source = json.loads(config.read_text(encoding="utf-8"))["chat_template"]
-    out = compare(TRAINED_MODEL / "tokenizer.json", source, CONVERSATIONS[name], eos_token="<|endoftext|>",
+    model = trained_checkpoint(TRAINED_MODEL, "QWEN_EDGE_TRAINED_MODEL")
+    source = json.loads((model / "tokenizer_config.json").read_text(encoding="utf-8"))["chat_template"]
+    out = compare(model / "tokenizer.json", source, CONVERSATIONS[name], eos_token="<|endoftext|>",
                   add_generation_prompt=add_generation_prompt)
     assert out.endswith("<|im_start|>assistant\n") is add_generation_prompt
 

@@ -14,7 +14,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from qwen_edge.runtime.errors import InvalidRequestError
 from qwen_edge.runtime.streaming import IncrementalDecoder, TextStreamer
-from tests.conftest import TRAINED_MODEL
+from tests.conftest import TRAINED_MODEL, trained_checkpoint
 from qwen_edge.checkpoint.tiny import make_tokenizer
 
 
@@ -76,10 +76,7 @@ def sentencepiece_bpe() -> Tokenizer:
 
 @pytest.fixture(scope="module")
 def trained_tokenizer() -> Tokenizer:
-    path = TRAINED_MODEL / "tokenizer.json"
-    if not path.is_file():
-        pytest.skip(f"trained tokenizer not found at {path} (set QWEN_EDGE_TRAINED_MODEL)")
-    return Tokenizer.from_file(str(path))
+    return Tokenizer.from_file(str(trained_checkpoint(TRAINED_MODEL, "QWEN_EDGE_TRAINED_MODEL") / "tokenizer.json"))
 
 
 # -- fixed samples -------------------------------------------------------------------------------------------
@@ -120,8 +117,7 @@ def test_trained_tokenizer_samples(trained_tokenizer, text):
 
 
 def test_trained_tokenizer_on_code(trained_tokenizer):
-    path = TRAINED_MODEL / "heldout.py.txt"
-    text = path.read_text(encoding="utf-8")[:20000] if path.is_file() else "\n".join(SAMPLES) * 20
+    text = (TRAINED_MODEL / "heldout.py.txt").read_text(encoding="utf-8")[:20000]  # the fixture found the model
     ids = trained_tokenizer.encode(text).ids
     check_pieces(trained_tokenizer, ids, stream(trained_tokenizer, ids))
 

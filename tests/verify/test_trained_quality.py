@@ -18,11 +18,10 @@ CONTEXT = 1024
 
 @pytest.fixture(scope="module")
 def heldout_ids(request):
-    from tests.conftest import TRAINED_MODEL
+    from tests.conftest import TRAINED_MODEL, trained_checkpoint
 
-    if not (TRAINED_MODEL / "heldout.py.txt").is_file():
-        pytest.skip(f"trained checkpoint not found at {TRAINED_MODEL} (set QWEN_EDGE_TRAINED_MODEL)")
-    return TRAINED_MODEL, (TRAINED_MODEL / "heldout.py.txt").read_text(encoding="utf-8")
+    model = trained_checkpoint(TRAINED_MODEL, "QWEN_EDGE_TRAINED_MODEL")
+    return model, (model / "heldout.py.txt").read_text(encoding="utf-8")
 
 
 @pytest.fixture(scope="module")
