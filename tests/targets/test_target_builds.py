@@ -178,3 +178,22 @@ def test_data_aware_quantization_on_a_builder_without_plans_is_a_config_error(qw
                            calibration=CalibrationConfig()))
     assert not (tmp_path / "b").exists()
 
+
+def test_mobile_bundles_are_byte_reproducible(tmp_path, qwen2_ckpt):
+    # onnxruntime writes an .ort file's kernel-type table in an order that changes from process to
+    # process, and the operator config named the staging directory: two builds differed in both.
+    import hashlib
+    import os
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[2]
+    digests = []
+    for out in (tmp_path / "a", tmp_path / "a-much-longer-output-path"):
+        done = subprocess.run([sys.executable, "-m", "qwen_edge.cli", "build", str(qwen2_ckpt), "-o", str(out),
+                               "--target", "android", "-q"], capture_output=True, text=True, timeout=600,
+                              env={**os.environ, "PYTHONPATH": str(repo)})
+        assert done.returncode == 0, done.stderr[-2000:]
+        digests.append({p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(out.iterdir())})
+    assert digests[0] == digests[1]
+    assert "a-much-longer" not in (tmp_path / "a-much-longer-output-path" / "required_operators.config").read_text()

@@ -2,8 +2,8 @@
 
 The same session settings onnxruntime.tools.convert_onnx_models_to_ort uses (save format ORT,
 graph optimizations without the x86-only NCHWc transformer), through the Python API so that no
-tool output is printed. The .ort file holds its initializers inline, so it replaces model.onnx
-and its external data in the bundle. The default level is "all", the same optimizations the CPU
+tool output is printed; the file is then made byte-reproducible (ort_canonical). The .ort file holds
+its initializers inline, so it replaces model.onnx and its external data in the bundle. The default level is "all", the same optimizations the CPU
 session applies to model.onnx: with a lower level the .ort graph is fused differently and its
 logits drift from the CPU bundle's (greedy tokens then split on near-ties).
 """
@@ -18,6 +18,7 @@ from typing import Any
 
 from ...errors import GraphError
 from .base import Pass, PassConfig, PassContext
+from .ort_canonical import canonical_ort
 from .registry import register_pass
 
 ORT_NAME = "model.ort"
@@ -62,6 +63,7 @@ class ToOrtFormat(Pass):
             raise GraphError(f"{source.name}: ORT format conversion failed: {str(exc).splitlines()[0]}") from exc
         if not target.is_file():
             raise GraphError(f"{source.name}: ORT format conversion wrote no {ORT_NAME}")
+        target.write_bytes(canonical_ort(target.read_bytes()))  # the same bytes from every conversion
         tool_logger = logging.getLogger("ort_format_model.utils")
         level = tool_logger.level
         tool_logger.setLevel(logging.WARNING)  # the tool logs an INFO line per file; library code stays quiet
@@ -70,6 +72,8 @@ class ToOrtFormat(Pass):
                 create_config_from_models([target], ctx.stage / CONFIG_NAME, self.config.type_reduction)
         finally:
             tool_logger.setLevel(level)
+        config = ctx.stage / CONFIG_NAME  # it names the file it was made from: the bundle's name, not the stage's path
+        config.write_text(config.read_text(encoding="utf-8").replace(str(target), ORT_NAME), encoding="utf-8")
         for name in (source.name, source.name + ".data"):
             (ctx.stage / name).unlink(missing_ok=True)
         ctx.artifacts.pop("onnx", None)
