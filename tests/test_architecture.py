@@ -177,3 +177,14 @@ def test_every_package_says_its_job_and_what_it_may_import(package):
     assert doc and len(doc.split()) >= 8, f"{package}: no docstring saying its job"
     if package.count(".") == 1:  # a top-level package: its row of ALLOWED in words
         assert "import" in doc.lower(), f"{package}: the docstring does not say what it may import"
+
+
+def test_every_test_directory_is_collected(pytestconfig):
+    # tests/ mirrors qwen_edge/, and pytest's default norecursedirs holds "build": tests/build/ was
+    # silently never collected in a whole-suite run.
+    from fnmatch import fnmatch
+
+    skipped = pytestconfig.getini("norecursedirs")
+    tests = Path(__file__).resolve().parent
+    for directory in (p for p in tests.rglob("*") if p.is_dir() and p.name != "__pycache__"):
+        assert not any(fnmatch(directory.name, pattern) for pattern in skipped), directory.relative_to(tests)

@@ -23,7 +23,7 @@ from qwen_edge.graph.decoder import DecoderOptions
 from qwen_edge.precision import Precision
 from qwen_edge.checkpoint.tiny import TINY_QWEN2, make_tiny_checkpoint, write_safetensors
 
-from .checkpoint.test_malformed import CASES
+from tests.checkpoint.test_malformed import CASES
 
 REPO = Path(__file__).resolve().parents[2]
 OPEN_CASES = [c for c in CASES if c[4] is None]

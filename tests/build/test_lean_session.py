@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from types import SimpleNamespace
 
 import numpy as np
 import onnx
@@ -102,9 +101,7 @@ def test_lean_smoke_test_still_rejects_a_broken_moe_graph(heavy_bundle, tmp_path
     ckpt, out = heavy_bundle
     if not (out / "model.onnx").is_file():
         build(BuildRequest(ckpt, out, Precision.preset("int4")))
-    manifest = json.loads((out / "manifest.json").read_text())
-    arch = manifest["architecture"]
-    spec = SimpleNamespace(**dict(arch, moe=SimpleNamespace(**arch["moe"])))
+    spec = _spec(json.loads((ckpt / "config.json").read_text()))
     precision = Precision.preset("int4")
     assert loads_lean(spec, precision)
     _smoke_test(out / "model.onnx", spec, precision)  # intact: passes
