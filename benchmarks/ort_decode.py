@@ -1,0 +1,116 @@
+"""A plain onnxruntime IO-binding decode loop, shared by decode_profile.py and decode_ab.py.
+
+It runs any decoder graph with the inputs `input_ids`, `attention_mask`,
+`past_key_values.N.key/value` and the outputs `logits`, `present.N.key/value` (ours and
+onnxruntime-genai's builder's both have them), reading the cache's shape from the folder's
+genai_config.json (both write one). No qwen_edge import, so that the same loop times every graph.
+
+The KV cache is one fixed-capacity buffer per layer and kind, bound as both past and present, so
+GroupQueryAttention updates it in place (what our runtime and onnxruntime-genai's
+`past_present_share_buffer` do). The prompt runs in one pass with onnxruntime-allocated logits;
+every decode step binds one token id and the attention mask, writes into one preallocated logits
+buffer and picks the next token greedily (argmax).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+
+def machine() -> dict:
+    import platform
+
+    return {"cpus": len(os.sched_getaffinity(0)), "platform": platform.platform(),
+            "python": platform.python_version(), "onnxruntime": ort.__version__}
+
+
+def loadavg() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def session_options(threads: int, profile_prefix: str | None = None) -> ort.SessionOptions:
+    """The same settings for every graph: our bundles' recommended ones (ORT_ENABLE_ALL, spinning on)."""
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.add_session_config_entry("session.intra_op.allow_spinning", "1")
+    if profile_prefix:
+        so.enable_profiling = True
+        so.profile_file_prefix = profile_prefix
+    return so
+
+
+class Decoder:
+    def __init__(self, model_dir: str | os.PathLike, threads: int, capacity: int, profile_prefix: str | None = None):
+        self.dir = Path(model_dir)
+        cfg = json.loads((self.dir / "genai_config.json").read_text())["model"]
+        dec = cfg["decoder"]
+        self.layers, self.kv_heads, self.head_dim = dec["num_hidden_layers"], dec["num_key_value_heads"], dec["head_size"]
+        self.vocab = cfg["vocab_size"]
+        self.model_file = self.dir / dec.get("filename", "model.onnx")
+        self.session = ort.InferenceSession(str(self.model_file), session_options(threads, profile_prefix),
+                                            providers=["CPUExecutionProvider"])
+        types = {i.name: i.type for i in self.session.get_inputs()}
+        kv_dtype = np.float16 if types["past_key_values.0.key"] == "tensor(float16)" else np.float32
+        logits_type = {o.name: o.type for o in self.session.get_outputs()}["logits"]
+        self.capacity = capacity
+        self.kv = [np.zeros((1, self.kv_heads, capacity, self.head_dim), kv_dtype) for _ in range(2 * self.layers)]
+        self.kv_values = [ort.OrtValue.ortvalue_from_numpy(a) for a in self.kv]
+        logits_dtype = np.float16 if logits_type == "tensor(float16)" else np.float32
+        self.logits = np.zeros((1, 1, self.vocab), logits_dtype)
+        self.logits_value = ort.OrtValue.ortvalue_from_numpy(self.logits)
+        self.mask = np.ones((1, capacity), np.int64)
+
+    def _bind_cache(self, binding: ort.IOBinding) -> None:
+        for i in range(self.layers):
+            for j, kind in enumerate(("key", "value")):
+                binding.bind_ortvalue_input(f"past_key_values.{i}.{kind}", self.kv_values[2 * i + j])
+                binding.bind_ortvalue_output(f"present.{i}.{kind}", self.kv_values[2 * i + j])
+
+    def generate(self, prompt: np.ndarray, new_tokens: int) -> dict:
+        """Prompt, then new_tokens - 1 decode steps. Returns timings of the steps after the first token."""
+        n = prompt.shape[0]
+        if n + new_tokens > self.capacity:
+            raise ValueError("prompt + new tokens exceed the cache capacity")
+        pre = self.session.io_binding()
+        pre.bind_output("logits", "cpu")
+        self._bind_cache(pre)
+        pre.bind_cpu_input("input_ids", prompt.reshape(1, n).astype(np.int64))
+        pre.bind_cpu_input("attention_mask", self.mask[:, :n])
+        t0 = time.perf_counter()
+        self.session.run_with_iobinding(pre)
+        token = int(np.argmax(pre.get_outputs()[0].numpy()[0, -1]))
+        t1 = time.perf_counter()
+        step = self.session.io_binding()
+        step.bind_ortvalue_output("logits", self.logits_value)
+        self._bind_cache(step)
+        ids = np.zeros((1, 1), np.int64)
+        tokens = [token]
+        ru0, c0 = resource.getrusage(resource.RUSAGE_SELF), time.process_time()
+        t2 = time.perf_counter()
+        for k in range(new_tokens - 1):
+            ids[0, 0] = token
+            step.bind_cpu_input("input_ids", ids)
+            step.bind_cpu_input("attention_mask", self.mask[:, :n + k + 1])
+            self.session.run_with_iobinding(step)
+            token = int(np.argmax(self.logits[0, 0]))
+            tokens.append(token)
+        t3 = time.perf_counter()
+        c1, ru1 = time.process_time(), resource.getrusage(resource.RUSAGE_SELF)
+        steps = new_tokens - 1
+        return {"prefill_s": t1 - t0, "decode_steps": steps, "decode_s": t3 - t2,
+                "decode_tokens_per_s": steps / (t3 - t2), "decode_cpu_ms_per_token": (c1 - c0) * 1e3 / steps,
+                "involuntary_switches": ru1.ru_nivcsw - ru0.ru_nivcsw, "tokens": tokens}
+
+    def end_profiling(self) -> str:
+        return self.session.end_profiling()
