@@ -17,7 +17,7 @@ rotating each round, so that load which drifts hits all variants alike):
 `--variant NAME=ARGS` adds the extra CLI arguments ARGS (split on spaces) to the build.
 `--malloc-tuning-ab` runs every variant twice: with the CLI's glibc mallopt tuning and without
 it. Both go through the same launcher, which calls `qwen_edge.cli.main` after replacing
-`qwen_edge.malloc_tuning.reuse_freed_memory` (the function `main` calls first) with a wrapper that
+`qwen_edge.cli.malloc_tuning.reuse_freed_memory` (the function `main` calls first) with a wrapper that
 either calls it or skips it, and reports on stderr which it did; qwen_edge itself is unchanged.
 Without `--malloc-tuning-ab` the child is the plain `python -m qwen_edge.cli build`.
 
@@ -46,7 +46,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 # The launcher for --malloc-tuning-ab; argv: on|off, then the CLI's arguments.
 LAUNCHER = """
 import sys
-import qwen_edge.malloc_tuning as tuning
+import qwen_edge.cli.malloc_tuning as tuning
 import qwen_edge.cli as cli
 apply = sys.argv[1] == "on"
 original = tuning.reuse_freed_memory
