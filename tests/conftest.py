@@ -11,10 +11,13 @@ import pytest
 from hypothesis import settings
 
 
-from qwen_edge.checkpoint.tiny import TINY_QWEN2, TINY_QWEN2_MOE, TINY_QWEN3, TINY_QWEN3_MOE, write_tokenizer_files
+from qwen_edge.checkpoint.tiny import (TINY_QWEN2, TINY_QWEN2_MOE, TINY_QWEN3, TINY_QWEN3_MOE, TINY_QWEN35,
+                                       TINY_QWEN35_MOE, write_tokenizer_files)
 
 REPO = Path(__file__).resolve().parent.parent
 TRAINED_MODEL = Path(os.environ.get("QWEN_EDGE_TRAINED_MODEL", REPO.parent / "shared" / "models" / "qwen2-code-30m"))
+TRAINED_QWEN35 = Path(os.environ.get("QWEN_EDGE_TRAINED_QWEN35",
+                                     REPO.parent / "shared" / "models" / "qwen35-code-11m"))
 
 # CI must give the same verdict on every run: property tests draw a fixed sequence of examples unless
 # QWEN_EDGE_HYPOTHESIS=explore asks for fresh ones.
@@ -28,7 +31,31 @@ TINY_CONFIGS = {
     "Qwen3ForCausalLM": TINY_QWEN3,
     "Qwen2MoeForCausalLM": TINY_QWEN2_MOE,
     "Qwen3MoeForCausalLM": TINY_QWEN3_MOE,
+    "Qwen3_5ForCausalLM": TINY_QWEN35,
+    "Qwen3_5ForConditionalGeneration": TINY_QWEN35,  # the same text model, multimodal layout
+    "Qwen3_5MoeForCausalLM": TINY_QWEN35_MOE,
+    "Qwen3_5MoeForConditionalGeneration": TINY_QWEN35_MOE,
 }
+
+
+def randomize(model, seed: int, zero_centred_norms: bool = False) -> None:
+    """Weights that make errors visible: random biases and norms (transformers' zero biases and unit
+    norms hide bugs), projections scaled for logits far from flat."""
+    import torch
+
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("bias") and "dt_bias" not in name:
+                p.normal_(0.0, 0.1)
+            elif "norm" in name:
+                p.normal_(0.0 if zero_centred_norms else 1.0, 0.1)
+            elif "embed_tokens" in name:
+                p.normal_(0.0, 0.5)
+            elif p.ndim == 2:  # the default 0.02 init gives near-flat logits that hide errors
+                p.normal_(0.0, p.shape[1] ** -0.5)
+            elif p.ndim == 3:  # stacked experts [E, out, in] (transformers 5), a depthwise conv [C, 1, K]
+                p.normal_(0.0, p.shape[2] ** -0.5)
 
 
 def make_hf_checkpoint(directory: Path, config: dict, *, seed: int = 0, dtype: str = "float32",
@@ -49,24 +76,69 @@ def make_hf_checkpoint(directory: Path, config: dict, *, seed: int = 0, dtype: s
     model_cls = getattr(transformers, arch)
     torch.manual_seed(seed)
     model = model_cls(config_cls(**cfg)).eval()
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("bias"):
-                p.normal_(0.0, 0.1)
-            elif "norm" in name:
-                p.normal_(1.0, 0.1)
-            elif "embed_tokens" in name:
-                p.normal_(0.0, 0.5)
-            elif p.ndim == 2:  # the default 0.02 init gives near-flat logits that hide errors
-                p.normal_(0.0, p.shape[1] ** -0.5)
-            elif p.ndim == 3:  # stacked experts [E, out, in] (transformers 5)
-                p.normal_(0.0, p.shape[2] ** -0.5)
+    randomize(model, seed)
     model = model.to(getattr(torch, dtype))
     kwargs = {"max_shard_size": max_shard_size} if max_shard_size else {}
     model.save_pretrained(directory, safe_serialization=True, **kwargs)
+    _write_generation_config(directory, cfg)
+    return directory
+
+
+def _write_generation_config(directory: Path, cfg: dict) -> None:
     gen = {"bos_token_id": cfg["bos_token_id"], "eos_token_id": [cfg["eos_token_id"], cfg["bos_token_id"]],
            "pad_token_id": cfg["bos_token_id"]}
     (directory / "generation_config.json").write_text(json.dumps(gen))
+
+
+def make_qwen35_checkpoint(directory: Path, text_config: dict, *, multimodal: bool, tied: bool | None = None,
+                           seed: int = 0) -> Path:
+    """A tiny random Qwen3.5 (dense or MoE) saved by transformers: as `Qwen3_5[Moe]ForCausalLM`, or in
+    the published multimodal layout (`model.language_model.*`, a small vision tower, and an `mtp.*`
+    head in a shard of its own, which transformers does not write)."""
+    import torch
+    import transformers
+
+    directory.mkdir(parents=True, exist_ok=True)
+    tok = write_tokenizer_files(directory, text_config["vocab_size"])
+    cfg = {k: v for k, v in text_config.items() if k not in ("architectures", "model_type")}
+    cfg |= {"bos_token_id": tok.token_to_id("<|endoftext|>"), "eos_token_id": tok.token_to_id("<|im_end|>")}
+    if tied is not None:
+        cfg["tie_word_embeddings"] = tied
+    moe = "Moe" in text_config["architectures"][0]
+    kind = "Qwen3_5Moe" if moe else "Qwen3_5"
+    torch.manual_seed(seed)
+    if multimodal:
+        vision = {"depth": 1, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2,
+                  "out_hidden_size": cfg["hidden_size"], "num_position_embeddings": 64}
+        config = getattr(transformers, f"{kind}Config")(text_config=cfg, vision_config=vision,
+                                                        tie_word_embeddings=cfg["tie_word_embeddings"])
+        model = getattr(transformers, f"{kind}ForConditionalGeneration")(config).eval()
+    else:
+        model = getattr(transformers, f"{kind}ForCausalLM")(getattr(transformers, f"{kind}TextConfig")(**cfg)).eval()
+    randomize(model, seed, zero_centred_norms=True)
+    model.save_pretrained(directory, safe_serialization=True)
+    if multimodal:
+        from safetensors.numpy import save_file
+
+        h = cfg["hidden_size"]
+        rng = np.random.default_rng(seed)
+        mtp = {"mtp.fc.weight": rng.normal(size=(h, 2 * h)).astype(np.float32),
+               **{f"mtp.{n}.weight": rng.normal(size=h).astype(np.float32)
+                  for n in ("norm", "pre_fc_norm_embedding", "pre_fc_norm_hidden")}}
+        save_file(mtp, str(directory / "model-mtp.safetensors"))
+        index = directory / "model.safetensors.index.json"
+        if index.is_file():
+            data = json.loads(index.read_text())
+        else:  # sharded as published: every shard in the index, no model.safetensors
+            from safetensors import safe_open
+
+            single = directory / "model.safetensors"
+            with safe_open(str(single), "np") as f:
+                data = {"metadata": {}, "weight_map": {n: "model-00001-of-00001.safetensors" for n in f.keys()}}
+            single.rename(directory / "model-00001-of-00001.safetensors")
+        data["weight_map"] |= {n: "model-mtp.safetensors" for n in mtp}
+        index.write_text(json.dumps(data))
+    _write_generation_config(directory, cfg)
     return directory
 
 
@@ -91,19 +163,40 @@ def qwen2_moe_ckpt(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def bundles(tmp_path_factory, qwen2_ckpt, qwen3_ckpt):
-    """Lazily built bundles keyed by (architecture, precision name)."""
+def qwen35_ckpts(tmp_path_factory):
+    """Tiny Qwen3.5 checkpoints by (dense|moe, causal|multimodal, tied|untied), made on first use."""
+    made: dict[tuple[str, str, str], Path] = {}
+
+    def get(kind: str = "dense", layout: str = "causal", tie: str = "untied") -> Path:
+        key = (kind, layout, tie)
+        if key not in made:
+            config = TINY_QWEN35_MOE if kind == "moe" else TINY_QWEN35
+            made[key] = make_qwen35_checkpoint(tmp_path_factory.mktemp(f"qwen35-{kind}-{layout}-{tie}") / "ckpt",
+                                               config, multimodal=layout == "multimodal", tied=tie == "tied",
+                                               seed=len(made) + 10)
+        return made[key]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def bundles(tmp_path_factory, qwen2_ckpt, qwen3_ckpt, qwen35_ckpts):
+    """Lazily built bundles keyed by (architecture, precision name); "qwen35" is the published
+    (multimodal, tied) dense layout, "qwen35_causal" Qwen3_5ForCausalLM as transformers saves it (no
+    mrope_section) and "qwen35_moe" Qwen3_5MoeForCausalLM."""
     from qwen_edge.build import BuildRequest, build
     from qwen_edge.precision import Precision
 
     made: dict[tuple[str, str], Path] = {}
-    ckpts = {"qwen2": qwen2_ckpt, "qwen3": qwen3_ckpt}
+    ckpts = {"qwen2": lambda: qwen2_ckpt, "qwen3": lambda: qwen3_ckpt,
+             "qwen35": lambda: qwen35_ckpts("dense", "multimodal", "tied"),
+             "qwen35_causal": lambda: qwen35_ckpts("dense"), "qwen35_moe": lambda: qwen35_ckpts("moe")}
 
     def get(arch: str, precision: str) -> Path:
         key = (arch, precision)
         if key not in made:
             out = tmp_path_factory.mktemp(f"bundle-{arch}-{precision}") / "bundle"
-            build(BuildRequest(ckpts[arch], out, Precision.preset(precision)))
+            build(BuildRequest(ckpts[arch](), out, Precision.preset(precision)))
             made[key] = out
         return made[key]
 
@@ -128,6 +221,11 @@ def trained_checkpoint(path: Path, setting: str) -> Path:
 @pytest.fixture
 def trained_model() -> Path:
     return trained_checkpoint(TRAINED_MODEL, "QWEN_EDGE_TRAINED_MODEL")
+
+
+@pytest.fixture
+def trained_qwen35() -> Path:
+    return trained_checkpoint(TRAINED_QWEN35, "QWEN_EDGE_TRAINED_QWEN35")
 
 
 def hf_logits_incremental(ckpt: Path, ids: np.ndarray, prefill: int) -> np.ndarray:

@@ -5,15 +5,17 @@ class name at its declaration (`@register("Qwen3ForCausalLM")`).
     base      ArchSpec, ArchAdapter (the dense Qwen family), the registry, config parsing
     rope      RoPE settings and tables (default, linear, dynamic, yarn, ...)
     moe       MoeSpec and the expert tensor names shared by the MoE adapters
-    qwen2, qwen3, qwen2_moe, qwen3_moe   the adapters
+    hybrid    HybridSpec: linear-attention (Gated DeltaNet) layers beside full attention
+    qwen2, qwen3, qwen2_moe, qwen3_moe, qwen3_5   the adapters
 
 May import: the root modules and numpy only; graph builders read the spec, never the reverse.
 """
 
-from . import qwen2, qwen2_moe, qwen3, qwen3_moe  # noqa: F401  (registration side effect)
+from . import qwen2, qwen2_moe, qwen3, qwen3_5, qwen3_moe  # noqa: F401  (registration side effect)
+from .hybrid import HybridSpec, LinearAttentionSpec
 from .moe import MoeSpec
 from .base import ArchAdapter, ArchSpec, adapter_for, register, supported_architectures
 from .rope import RopeSpec, rope_inv_freq, rope_tables
 
-__all__ = ["ArchAdapter", "ArchSpec", "MoeSpec", "RopeSpec", "adapter_for", "register", "rope_inv_freq", "rope_tables",
+__all__ = ["ArchAdapter", "ArchSpec", "HybridSpec", "LinearAttentionSpec", "MoeSpec", "RopeSpec", "adapter_for", "register", "rope_inv_freq", "rope_tables",
            "supported_architectures"]

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 from ..errors import CheckpointError, UnsupportedArchitectureError
-from .moe import MoeSpec
+from .hybrid import HybridSpec
+from .moe import MoeSpec, MoeTensors
 from .rope import RopeSpec
 
 _REGISTRY: dict[str, type["ArchAdapter"]] = {}
@@ -69,6 +70,8 @@ class ArchSpec:
     sliding_windows: tuple[int, ...] = field(default=())
     # Mixture-of-experts layers (None for dense models).
     moe: MoeSpec | None = None
+    # Linear-attention layers beside full attention (Qwen3.5); None for the classic decoders.
+    hybrid: HybridSpec | None = None
 
     def __post_init__(self) -> None:
         for key in ("hidden_size", "num_layers", "num_heads", "num_kv_heads", "head_dim",
@@ -91,6 +94,9 @@ class ArchSpec:
             raise CheckpointError(
                 f"config.json: {len(self.sliding_windows)} sliding-window entries for {self.num_layers} layers"
             )
+        if self.hybrid is not None and len(self.hybrid.layer_types) != self.num_layers:
+            raise CheckpointError(f"config.json: 'layer_types' lists {len(self.hybrid.layer_types)} layers, "
+                                  f"num_hidden_layers is {self.num_layers}")
 
     @property
     def q_size(self) -> int:
@@ -100,8 +106,16 @@ class ArchSpec:
     def kv_size(self) -> int:
         return self.num_kv_heads * self.head_dim
 
+    @property
+    def kv_layers(self) -> tuple[int, ...]:
+        """The layers with a key/value cache (all but a hybrid model's linear-attention layers)."""
+        return self.hybrid.full_layers if self.hybrid is not None else tuple(range(self.num_layers))
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        if self.hybrid is None:  # manifests of the classic decoders keep the keys they always had
+            del d["hybrid"]
+        return d
 
 
 def _get(config: dict, key: str, kind: type, default: Any = None, *, required: bool = True) -> Any:
@@ -194,6 +208,11 @@ class ArchAdapter:
     """Base adapter for dense Qwen decoders. Subclasses override only what differs."""
 
     hf_classes: ClassVar[tuple[str, ...]] = ()
+    # Prefix of the language model's tensors ("model.language_model." inside multimodal checkpoints).
+    MODEL_PREFIX: ClassVar[str] = "model."
+    # Checkpoint tensors a text-only build leaves out on purpose (a vision tower, an MTP head), by
+    # name prefix; the build reports them instead of failing on unused tensors.
+    LEFT_OUT_PREFIXES: ClassVar[tuple[str, ...]] = ()
 
     # Global tensors: role -> checkpoint name.
     GLOBAL_TENSORS: ClassVar[dict[str, str]] = {
@@ -226,6 +245,23 @@ class ArchAdapter:
     def spec(self, config: dict, architecture: str) -> ArchSpec:
         raise NotImplementedError
 
+    @property
+    def moe_tensors(self) -> MoeTensors:
+        return MoeTensors(self.MODEL_PREFIX)
+
+    def split_unused(self, names: list[str]) -> tuple[dict[str, int], list[str]]:
+        """Checkpoint tensors no graph read: those left out on purpose (counted per prefix), and the
+        others, which are an error."""
+        left_out: dict[str, int] = {}
+        unexpected = []
+        for name in names:
+            prefix = next((p for p in self.LEFT_OUT_PREFIXES if name.startswith(p)), None)
+            if prefix is None:
+                unexpected.append(name)
+            else:
+                left_out[prefix] = left_out.get(prefix, 0) + 1
+        return dict(sorted(left_out.items())), unexpected
+
     def layer_tensor_names(self, spec: ArchSpec, i: int) -> dict[str, str]:
         table = dict(self.LAYER_TENSORS)
         if spec.attention_bias:
@@ -251,6 +287,39 @@ class ArchAdapter:
             "final_norm": (spec.hidden_size,),
             "lm_head": (spec.vocab_size, spec.hidden_size),
         }
+
+    def expected_tensors(self, spec: ArchSpec, has: Callable[[str], bool]) -> dict[str, tuple[int, ...]]:
+        """Every tensor the graph reads, by checkpoint name, with the shape the config implies.
+        `has(name)` answers layout questions (a MoE's stacked or per-expert weights)."""
+        shapes = self.global_shapes(spec)
+        out = {self.GLOBAL_TENSORS[role]: shape for role, shape in shapes.items()
+               if not (role == "lm_head" and spec.tie_word_embeddings)}
+        for i in range(spec.num_layers):
+            names, layer = self.layer_tensor_names(spec, i), self.expected_shapes(spec, i)
+            out |= {names[role]: layer[role] for role in names}
+        return out
+
+    def check_tensors(self, checkpoint, spec: ArchSpec) -> None:
+        """Refuse, from the headers alone and before anything is built, a checkpoint that lacks a
+        tensor the config implies or holds one of another shape."""
+        name_of = checkpoint.path.name
+        for name, shape in self.expected_tensors(spec, checkpoint.has).items():
+            if not checkpoint.has(name):
+                raise CheckpointError(f"{name_of}: tensor '{name}' is missing{self._missing_hint(checkpoint, name)}")
+            actual = tuple(checkpoint.tensor_info(name).shape)
+            if actual != tuple(shape):
+                raise CheckpointError(f"{name_of}: tensor '{name}' has shape {list(actual)}, "
+                                      f"config.json implies {list(shape)}")
+
+    def _missing_hint(self, checkpoint, name: str) -> str:
+        """Where a tensor sits under another layout's prefix, say so: the config names the wrong one."""
+        for prefix in ("model.language_model.", "model."):
+            if prefix != self.MODEL_PREFIX and name.startswith(self.MODEL_PREFIX):
+                other = prefix + name[len(self.MODEL_PREFIX):]
+                if checkpoint.has(other):
+                    return (f" (the checkpoint has '{other}': its tensors are not under the '{self.MODEL_PREFIX}' "
+                            f"prefix that config.json's architecture implies)")
+        return ""
 
     # Shared config parsing for the dense family.
     def _dense_spec(self, config: dict, architecture: str, *, attention_bias: bool, qk_norm: bool) -> ArchSpec:

@@ -80,26 +80,34 @@ def moe_from_config(config: dict, num_layers: int, *, shared_expert: bool) -> Mo
 
 
 class MoeTensors:
-    """Checkpoint names of one sparse layer's tensors, in either expert layout."""
-
-    ROUTER: ClassVar[str] = "model.layers.{i}.mlp.gate.weight"
-    PER_EXPERT: ClassVar[dict[str, str]] = {
-        "gate_proj": "model.layers.{i}.mlp.experts.{e}.gate_proj.weight",
-        "up_proj": "model.layers.{i}.mlp.experts.{e}.up_proj.weight",
-        "down_proj": "model.layers.{i}.mlp.experts.{e}.down_proj.weight",
-    }
-    STACKED: ClassVar[dict[str, str]] = {
-        "gate_up_proj": "model.layers.{i}.mlp.experts.gate_up_proj",
-        "down_proj": "model.layers.{i}.mlp.experts.down_proj",
-    }
-    SHARED: ClassVar[dict[str, str]] = {
-        "gate_proj": "model.layers.{i}.mlp.shared_expert.gate_proj.weight",
-        "up_proj": "model.layers.{i}.mlp.shared_expert.up_proj.weight",
-        "down_proj": "model.layers.{i}.mlp.shared_expert.down_proj.weight",
-    }
-    SHARED_GATE: ClassVar[str] = "model.layers.{i}.mlp.shared_expert_gate.weight"
+    """Checkpoint names of one sparse layer's tensors, in either expert layout, under the model's
+    tensor prefix ("model." for the CausalLM layouts, "model.language_model." inside a multimodal
+    checkpoint)."""
 
     DENSE_MLP_ROLES: ClassVar[tuple[str, ...]] = ("gate_proj", "up_proj", "down_proj")
+    EXPERT_ROLES: ClassVar[tuple[str, ...]] = ("gate_proj", "up_proj", "down_proj")
+
+    def __init__(self, prefix: str = "model."):
+        self.prefix = prefix
+
+    def _mlp(self, i: int, tail: str) -> str:
+        return f"{self.prefix}layers.{i}.mlp.{tail}"
+
+    def router(self, i: int) -> str:
+        return self._mlp(i, "gate.weight")
+
+    def per_expert(self, role: str, i: int, e: int) -> str:
+        return self._mlp(i, f"experts.{e}.{role}.weight")
+
+    def stacked(self, role: str, i: int) -> str:
+        """`gate_up_proj` [E, 2I, H] (gate rows first) or `down_proj` [E, H, I]."""
+        return self._mlp(i, f"experts.{role}")
+
+    def shared(self, role: str, i: int) -> str:
+        return self._mlp(i, f"shared_expert.{role}.weight")
+
+    def shared_gate(self, i: int) -> str:
+        return self._mlp(i, "shared_expert_gate.weight")
 
 
 class MoeAdapterMixin:
@@ -110,5 +118,25 @@ class MoeAdapterMixin:
         names = super().layer_tensor_names(spec, i)
         if spec.moe is not None and spec.moe.is_sparse(i):
             for role in MoeTensors.DENSE_MLP_ROLES:
-                names.pop(role)
+                names.pop(role, None)
         return names
+
+    def expected_tensors(self, spec, has) -> dict[str, tuple[int, ...]]:
+        out = super().expected_tensors(spec, has)
+        moe, t, h = spec.moe, self.moe_tensors, spec.hidden_size
+        if moe is None:
+            return out
+        n, m, shared = moe.num_experts, moe.intermediate_size, moe.shared_expert_intermediate_size
+        for i in moe.sparse_layers:
+            out[t.router(i)] = (n, h)
+            if has(t.stacked("gate_up_proj", i)):
+                out[t.stacked("gate_up_proj", i)] = (n, 2 * m, h)
+                out[t.stacked("down_proj", i)] = (n, h, m)
+            else:
+                for e in range(n):
+                    out |= {t.per_expert("gate_proj", i, e): (m, h), t.per_expert("up_proj", i, e): (m, h),
+                            t.per_expert("down_proj", i, e): (h, m)}
+            if shared:
+                out |= {t.shared("gate_proj", i): (shared, h), t.shared("up_proj", i): (shared, h),
+                        t.shared("down_proj", i): (h, shared), t.shared_gate(i): (1, h)}
+        return out

@@ -21,7 +21,7 @@ from ..bundle.genai_config import genai_config
 from ..checkpoint.limits import check_build_budget
 from ..errors import CheckpointError, ConfigError
 from ..graph.builder import GraphBuilder
-from ..graph.decoder import io_names
+from ..graph.decoder_io import cache_io, empty_feeds
 from ..graph.writer import ExternalDataWriter, save_model
 from ..precision import Precision
 from ..targets.catalog import get_pass
@@ -96,7 +96,7 @@ class DecoderStages:
         self.precision = bundle_precision(target, request.precision)
         self.plan = None
         if (request.calibration is not None or request.budget is not None) and self.precision.family in ("int4", "int8"):
-            if not getattr(self.builder.graph, "accepts_plan", False):
+            if not self.builder.accepts_plan:
                 raise ConfigError(f"target '{target.name}': data-aware quantization and size budgets need the "
                                   f"ort-contrib builder, not '{target.builder}'")
             from .calibration import prepare_plan
@@ -116,7 +116,7 @@ class DecoderStages:
             decoder.build()
         finally:
             writer.close()
-        leftover = ckpt.unconsumed()
+        left_out, leftover = self.adapter.split_unused(ckpt.unconsumed())
         if leftover:
             raise CheckpointError(
                 f"{Path(request.checkpoint).name}: {len(leftover)} tensor(s) not used by the "
@@ -142,7 +142,7 @@ class DecoderStages:
             "precision": self.precision.to_dict() | {"name": self.precision.name},
             "passes": passes.records,
             "io": {
-                **io_names(spec.num_layers),
+                **cache_io(spec, request.precision.dtype),
                 "model_file": passes.model_file,
                 "context_length": self.context,
                 "kv_dtype": request.precision.dtype,
@@ -154,6 +154,8 @@ class DecoderStages:
             "weights": decoder.stats.to_dict(),
             "graph": {"nodes": len(g.nodes), "op_counts": dict(sorted(g.op_counts.items()))},
         }
+        if left_out:  # a text-only build of a multimodal checkpoint: what it did not convert, said
+            sections["left_out"] = left_out
         if self.plan is not None:
             sections["quantization"] = self.plan.report
         if request.quality is not None:
@@ -163,8 +165,9 @@ class DecoderStages:
                 progress("quality", 0, 1)
             staged_bytes = sum(p.stat().st_size for p in stage.rglob("*") if p.is_file())
             sections["quality"] = quality_report(stage / MODEL_FILE, request.checkpoint, self.adapter, spec,
-                                                 self.precision, request.quality, sections["weights"], staged_bytes,
-                                                 self.context)
+                                                 request.quality, sections["weights"], staged_bytes,
+                                                 self.context,
+                                                 feeds=lambda n: empty_feeds(spec, self.precision.dtype, n))
             if progress:
                 progress("quality", 1, 1)
         return sections

@@ -20,7 +20,7 @@ from ..arch import adapter_for
 from ..bundle.files import AheadDigests, copy_tokenizer_files, write_manifest
 from ..bundle.staging import staged_output
 from ..checkpoint import Checkpoint
-from ..errors import ConfigError
+from ..errors import ConfigError, GraphError
 from ..precision import Precision
 from ..targets import get_target
 from ..targets.builders import BuilderInfo, BundleJob
@@ -108,10 +108,30 @@ def _with_fingerprint(ckpt, request: BuildRequest, target, builder: BuilderInfo,
             stop.set()  # a failed build does not wait for the hashing
 
 
+def check_builder_can_build(target, builder: BuilderInfo, spec) -> None:
+    """Refuse, in one line naming the target, a model the builder cannot make or whose operators the
+    target's provider has no kernel for (when nothing may fall back to the CPU)."""
+    reason = builder.unsupported(spec) if builder.unsupported is not None else None
+    if reason is not None:
+        raise GraphError(f"target '{target.name}': {reason}")
+    needed = builder.required_ops(spec) if builder.required_ops is not None else ()
+    if needed and target.fallback == "none":
+        from ..targets.passes.op_support import OpTable
+
+        for table in map(OpTable.load, target.graph.op_support):
+            missing = [op for op in needed if op not in table.ops]
+            if missing:
+                domain, op = missing[0]
+                raise GraphError(f"target '{target.name}': {table.provider} has no kernel for {domain}.{op}, which "
+                                 f"{spec.architecture}'s graph needs (and the target does not fall back to the CPU)")
+
+
 def _build(ckpt, request: BuildRequest, target, builder: BuilderInfo, options, progress: Progress | None,
            fingerprint: Future) -> dict[str, Any]:
     adapter = adapter_for(ckpt.architecture)
     spec = adapter.spec(ckpt.config, ckpt.architecture)
+    check_builder_can_build(target, builder, spec)
+    adapter.check_tensors(ckpt, spec)
     stages = None
     if builder.graph is not None:
         stages = DecoderStages(ckpt, adapter, spec, request, target, builder, progress)
@@ -128,6 +148,8 @@ def _build(ckpt, request: BuildRequest, target, builder: BuilderInfo, options, p
             sections = builder.bundle(job)
         manifest = common_sections(ckpt, request, spec, target, fingerprint.result())
         manifest["tool"] |= sections.pop("tool", {})
+        if "left_out" in sections:
+            manifest["source"]["left_out"] = sections.pop("left_out")
         manifest |= sections
         manifest = write_manifest(stage, manifest, ahead)
         if request.parity is None:

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import GraphError
+from ..graph.decoder_io import empty_feeds
 from ..precision import Precision
 from . import lean_session
 
@@ -19,15 +20,7 @@ def smoke_test(model_path: Path, spec, precision: Precision) -> None:
         # Expert-heavy graphs load without pre-packing: experts stay memory-mapped, only routed ones are read.
         opts = lean_session.smoke_test_session_options(spec, precision)
         session = ort.InferenceSession(str(model_path), opts, providers=["CPUExecutionProvider"])
-        dtype = precision.numpy_dtype
-        feeds: dict[str, np.ndarray] = {
-            "input_ids": np.zeros((1, 2), np.int64),
-            "attention_mask": np.ones((1, 2), np.int64),
-        }
-        for i in range(spec.num_layers):
-            for kind in ("key", "value"):
-                feeds[f"past_key_values.{i}.{kind}"] = np.zeros((1, spec.num_kv_heads, 0, spec.head_dim), dtype)
-        logits = session.run(["logits"], feeds)[0]
+        logits = session.run(["logits"], empty_feeds(spec, precision.dtype, 2))[0]
     except Exception as exc:  # onnxruntime raises its own untyped errors
         raise GraphError(f"{model_path.name}: onnxruntime could not run the built graph: {exc}".splitlines()[0]) from exc
     if logits.shape != (1, 2, spec.vocab_size) or not np.isfinite(logits).all():

@@ -110,6 +110,45 @@ TINY_QWEN2_MOE: dict[str, Any] = {
     "tie_word_embeddings": False,
 }
 
+# Qwen3.5 text configs (the hybrid decoder). Dense: an explicit layer_types with two full-attention
+# layers, head_dim 32 (rotary 8: the rotation is written out); MoE: the default interval of 4,
+# head_dim 64 (rotary 16: GroupQueryAttention rotates). Inverse GQA in the linear layers (2 key heads,
+# 4 value heads). Made into checkpoints by transformers in the tests (tests/conftest.py).
+TINY_QWEN35: dict[str, Any] = {
+    "architectures": ["Qwen3_5ForCausalLM"],
+    "model_type": "qwen3_5_text",
+    "vocab_size": 384,
+    "hidden_size": 64,
+    "intermediate_size": 96,
+    "num_hidden_layers": 5,
+    "layer_types": ["linear_attention", "linear_attention", "full_attention", "linear_attention",
+                    "full_attention"],
+    "num_attention_heads": 2,
+    "num_key_value_heads": 1,
+    "head_dim": 32,
+    "linear_num_key_heads": 2,
+    "linear_num_value_heads": 4,
+    "linear_key_head_dim": 16,
+    "linear_value_head_dim": 8,
+    "linear_conv_kernel_dim": 4,
+    "max_position_embeddings": 256,
+    "rms_norm_eps": 1e-6,
+    "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.25},
+    "tie_word_embeddings": False,
+}
+
+TINY_QWEN35_MOE: dict[str, Any] = {
+    **{k: v for k, v in TINY_QWEN35.items() if k not in ("layer_types",)},
+    "architectures": ["Qwen3_5MoeForCausalLM"],
+    "model_type": "qwen3_5_moe_text",
+    "num_hidden_layers": 4,
+    "head_dim": 64,
+    "moe_intermediate_size": 32,
+    "shared_expert_intermediate_size": 48,
+    "num_experts": 4,
+    "num_experts_per_tok": 2,
+}
+
 
 def make_tokenizer(vocab_size: int):
     """A byte-level BPE (Qwen2 style) trained on a small embedded corpus, with Qwen's special tokens."""

@@ -170,8 +170,11 @@ def _bundle_bytes(manifest: dict[str, Any]) -> int:
 
 
 def _placement_lines(manifest: dict[str, Any]) -> list[str]:
-    """Where a bundle's graphs ran in the build's on-device check, when the manifest records it."""
-    lines = [f"  {k}: {p['on_npu']}/{p['nodes']} nodes on the QNN HTP"
+    """What the manifest says beyond the summary: checkpoint tensors a text-only build left out, and
+    where a bundle's graphs ran in the build's on-device check."""
+    lines = [f"  left out (text-only build): {count} tensor(s) under {prefix}"
+             for prefix, count in manifest["source"].get("left_out", {}).items()]
+    lines += [f"  {k}: {p['on_npu']}/{p['nodes']} nodes on the QNN HTP"
              for k, p in manifest.get("qnn", {}).get("placement", {}).items()]
     parity = manifest.get("quality", {}).get("parity", {})
     if "prefill" in parity and "decode" in parity:

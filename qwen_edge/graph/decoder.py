@@ -50,14 +50,7 @@ LOGITS_TO_KEEP = "logits_to_keep"
 _INT64_MAX = np.iinfo(np.int64).max
 
 
-def io_names(num_layers: int) -> dict[str, list[str]]:
-    past = [f"past_key_values.{i}.{kind}" for i in range(num_layers) for kind in ("key", "value")]
-    present = [f"present.{i}.{kind}" for i in range(num_layers) for kind in ("key", "value")]
-    return {"inputs": ["input_ids", "attention_mask", *past], "outputs": ["logits", *present]}
-
-
 class DecoderBuilder:
-    accepts_plan = True  # takes a quant.data_aware.QuantPlan (data-aware, mixed-precision weights)
 
     def __init__(self, checkpoint, adapter: ArchAdapter, spec: ArchSpec, precision: Precision,
                  g: GraphBuilder, options: DecoderOptions = DecoderOptions(),
@@ -210,25 +203,43 @@ class DecoderBuilder:
         return caches[0], caches[1]
 
     # The whole graph ----------------------------------------------------------------------
-    def build(self) -> None:
-        g, s, p = self.g, self.spec, self.precision
-        n_layers = s.num_layers
+    def _declare_io(self) -> None:
+        """Inputs and outputs (onnxruntime-genai's decoder contract): ids, mask, every cache in and out."""
+        g, s = self.g, self.spec
         kv_shape = ["batch_size", s.num_kv_heads, "past_sequence_length", s.head_dim]
         present_shape = ["batch_size", s.num_kv_heads, "total_sequence_length", s.head_dim]
         g.add_input("input_ids", TensorProto.INT64, ["batch_size", "sequence_length"])
         g.add_input("attention_mask", TensorProto.INT64, ["batch_size", "total_sequence_length"])
-        for i in range(n_layers):
+        for i in s.kv_layers:
             for kind in ("key", "value"):
                 g.add_input(f"past_key_values.{i}.{kind}", self.elem, kv_shape)
-        keep = self.options.logits_to_keep
-        if keep:
+        self._declare_state_inputs()
+        if self.options.logits_to_keep:
             g.add_input(LOGITS_TO_KEEP, TensorProto.INT64, [1])
             g.weight(LOGITS_TO_KEEP, np.zeros(1, np.int64))
-        logits_len = "logits_sequence_length" if keep else "sequence_length"
+        logits_len = "logits_sequence_length" if self.options.logits_to_keep else "sequence_length"
         g.add_output("logits", TensorProto.FLOAT, ["batch_size", logits_len, s.vocab_size])
-        for i in range(n_layers):
+        for i in s.kv_layers:
             for kind in ("key", "value"):
                 g.add_output(f"present.{i}.{kind}", self.elem, present_shape)
+        self._declare_state_outputs()
+
+    def _declare_state_inputs(self) -> None:
+        """Caches besides key/values (a hybrid decoder's linear-attention states); none here."""
+
+    def _declare_state_outputs(self) -> None:
+        pass
+
+    def _token_mixer(self, i: int, x: str, t: dict[str, np.ndarray], seqlens: str, total_len: str,
+                     cos: str, sin: str) -> str:
+        """Layer i's attention (a hybrid decoder mixes some layers' tokens otherwise)."""
+        return self._attention(i, x, t, seqlens, total_len, cos, sin)
+
+    def build(self) -> None:
+        g, s, p = self.g, self.spec, self.precision
+        n_layers = s.num_layers
+        keep = self.options.logits_to_keep
+        self._declare_io()
 
         globals_ = self.adapter.GLOBAL_TENSORS
         gshapes = self.adapter.global_shapes(s)
@@ -255,7 +266,7 @@ class DecoderBuilder:
                     x = self._rms_norm(residual, t["input_norm"], scope)
                 else:
                     x, residual = self._skip_norm(pending, residual, t["input_norm"], scope)
-                attn = self._attention(i, x, t, seqlens, total_len, cos, sin)
+                attn = self._token_mixer(i, x, t, seqlens, total_len, cos, sin)
                 x, residual = self._skip_norm(attn, residual, t["post_attention_norm"],
                                               f"/model/layers.{i}/post_attention_layernorm")
                 pending = self._mlp(i, x, t)

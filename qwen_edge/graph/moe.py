@@ -43,12 +43,13 @@ class MoeBlockBuilder:
         self.spec = decoder.spec
         self.moe = decoder.spec.moe
         self.ckpt = decoder.ckpt
+        self.names = decoder.adapter.moe_tensors
 
     # Expert tensors, one expert at a time ----------------------------------------------------
     def _expert_readers(self, i: int) -> tuple[Callable[[int], np.ndarray], Callable[[int], np.ndarray]]:
         """Functions e -> interleaved gate/up rows [2I, H] and e -> down [H, I] (float32)."""
         h, m, n = self.spec.hidden_size, self.moe.intermediate_size, self.moe.num_experts
-        stacked = {role: name.format(i=i) for role, name in MoeTensors.STACKED.items()}
+        stacked = {role: self.names.stacked(role, i) for role in ("gate_up_proj", "down_proj")}
         if self.ckpt.has(stacked["gate_up_proj"]):
             for role, shape in (("gate_up_proj", (n, 2 * m, h)), ("down_proj", (n, h, m))):
                 actual = tuple(self.ckpt.tensor_info(stacked[role]).shape)
@@ -63,7 +64,7 @@ class MoeBlockBuilder:
             return gate_up, lambda e: self.ckpt.read_index(stacked["down_proj"], e)
 
         def name(role: str, e: int) -> str:
-            return MoeTensors.PER_EXPERT[role].format(i=i, e=e)
+            return self.names.per_expert(role, i, e)
 
         def gate_up(e: int) -> np.ndarray:
             return _interleave(self.d._read(name("gate_proj", e), (m, h)), self.d._read(name("up_proj", e), (m, h)))
@@ -74,7 +75,7 @@ class MoeBlockBuilder:
     def build(self, i: int, x: str) -> str:
         g, s, moe, p = self.g, self.spec, self.moe, self.d.precision
         scope = f"/model/layers.{i}/mlp"
-        router_w = self.d._read(MoeTensors.ROUTER.format(i=i), (moe.num_experts, s.hidden_size))
+        router_w = self.d._read(self.names.router(i), (moe.num_experts, s.hidden_size))
         logits = self.d.lin.linear(x, router_w, f"{scope}/router", "float")
         logits = g.one("Reshape", [logits, g.const([-1, moe.num_experts], np.int64)], f"{scope}/router/Reshape")
         gate_up, down = self._expert_readers(i)
@@ -138,7 +139,7 @@ class MoeBlockBuilder:
     def _shared_expert(self, i: int, x: str, scope: str) -> str:
         g, h, m = self.g, self.spec.hidden_size, self.moe.shared_expert_intermediate_size
         fmt = self.d.precision.weights
-        names = {role: name.format(i=i) for role, name in MoeTensors.SHARED.items()}
+        names = {role: self.names.shared(role, i) for role in MoeTensors.EXPERT_ROLES}
         sub = f"{scope}/shared_expert"
         gate_up = np.concatenate([self.d._read(names["gate_proj"], (m, h)), self.d._read(names["up_proj"], (m, h))])
         y = self.d.lin.linear(x, gate_up, f"{sub}/gate_up_proj", fmt)
@@ -147,7 +148,7 @@ class MoeBlockBuilder:
         act = g.one("Mul", [gate, g.one("Sigmoid", [gate], f"{sub}/act/Sigmoid")], f"{sub}/act/Mul")
         prod = g.one("Mul", [act, up], f"{sub}/Mul")
         y = self.d.lin.linear(prod, self.d._read(names["down_proj"], (h, m)), f"{sub}/down_proj", fmt)
-        gate_w = self.d._read(MoeTensors.SHARED_GATE.format(i=i), (1, h))
+        gate_w = self.d._read(self.names.shared_gate(i), (1, h))
         mix = g.one("Sigmoid", [self.d.lin.linear(x, gate_w, f"{scope}/shared_expert_gate", "float")],
                     f"{scope}/shared_expert_gate/Sigmoid")
         return g.one("Mul", [y, mix], f"{sub}/gated/Mul")

@@ -20,18 +20,27 @@ from ..errors import GraphError
 from .decoder import DecoderBuilder
 
 
+def unsupported(spec) -> str | None:
+    """Why this builder cannot build a spec (None when it can)."""
+    if spec.hybrid is not None:
+        return (f"{spec.architecture}'s linear-attention layers need com.microsoft.LinearAttention and "
+                "CausalConvWithState, which builder 'standard' (standard ONNX operators only) does not have")
+    if spec.rope.rotary_dim != spec.head_dim:
+        return f"partial rotary ({spec.rope.rotary_dim} of {spec.head_dim}) is not supported by builder 'standard'"
+    return None
+
+
 class StandardDecoderBuilder(DecoderBuilder):
     """DecoderBuilder with every fused operator replaced by standard-domain ones (float weights)."""
-    accepts_plan = False  # its weights are float; a target's passes quantize them
 
     def build(self) -> None:
         p, s = self.precision, self.spec
         if p.dtype != "fp32" or {p.weights, p.embeddings, p.lm_head} != {"float"}:
             raise GraphError(f"standard-op decoder: precision '{p.name}' needs quantized or fp16 kernels; "
                              "it builds fp32 float weights only (compress weights in a later pass)")
-        if s.rope.rotary_dim != s.head_dim:
-            raise GraphError(f"standard-op decoder: partial rotary ({s.rope.rotary_dim} of {s.head_dim}) "
-                             "is not supported")
+        reason = unsupported(s)
+        if reason is not None:
+            raise GraphError(f"standard-op decoder: {reason}")
         super().build()
 
     # Norms -------------------------------------------------------------------------------------

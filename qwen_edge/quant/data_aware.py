@@ -23,7 +23,7 @@ from ..closed import from_closed_dict
 from ..errors import ConfigError
 from .blockwise import BlockQuantized, QuantSpec, quantize_blockwise
 from .calibration import BUILTIN, load_calibration_text, token_windows
-from .forward import EMBED_SCOPE, HEAD_SCOPE, LayerwiseForward, layer_scopes
+from .forward import EMBED_SCOPE, FOLDABLE_ROLES, HEAD_SCOPE, LayerwiseForward, layer_scopes
 from .gptq import gptq_quantize
 
 DATA_AWARE_METHODS = ("gptq", "awq", "search", "rtn")
@@ -186,24 +186,28 @@ def plan_quantization(checkpoint, adapter, spec, precision, config: CalibrationC
         return deq, scales
 
     h = fwd.embed(ids)
+    offset = np.float32(fwd.norm_offset)
     for i in range(n_layers):
         progress("calibration", i, n_layers + 1)
-        sc = layer_scopes(i)
+        sc = layer_scopes(i, spec)
         names = adapter.layer_tensor_names(spec, i)
+        foldable = {sc[role]: (norm_role, readers) for role, norm_role, readers in FOLDABLE_ROLES if role in sc}
         folded: dict[str, np.ndarray] = {}
 
         def hook(scope: str, x: np.ndarray, w: np.ndarray):
-            foldable = scope in (sc["qkv"], sc["gate_up"])
-            deq, scales = handle(scope, x, w, foldable)
+            deq, scales = handle(scope, x, w, scope in foldable)
             if scales is not None:
                 folded[scope] = scales
             return deq if config.sequential else None
 
         h = fwd.run_layer(i, h, hook)
-        for scope, norm_role in ((sc["qkv"], "input_norm"), (sc["gate_up"], "post_attention_norm")):
-            if scope in folded:
-                gamma = fwd.tensor(names[norm_role])
-                plan.tensor_overrides[names[norm_role]] = (gamma / folded[scope]).astype(np.float32)
+        for scope, (norm_role, readers) in foldable.items():
+            if scope in folded:  # the norm scales by offset + w: store the w that scales by (offset + w) / s
+                gamma = fwd.tensor(names[norm_role]) + offset
+                plan.tensor_overrides[names[norm_role]] = (gamma / folded[scope] - offset).astype(np.float32)
+                for role in readers:
+                    plan.tensor_overrides[names[role]] = (fwd.tensor(names[role]) * folded[scope][None, :]
+                                                          ).astype(np.float32)
     progress("calibration", n_layers, n_layers + 1)
     x = fwd.final_hidden(h).reshape(-1, spec.hidden_size)
     deq, _ = handle(HEAD_SCOPE, x, fwd.head_weight(), False)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -20,6 +20,8 @@ from ..errors import ConfigError
 from ..verify.metrics import log_softmax
 from .calibration import BUILTIN, BUILTIN_EVAL_FILES, load_calibration_text, token_windows
 from .forward import LayerwiseForward
+
+Feeds = Callable[[int], dict[str, np.ndarray]]  # length -> a first call's inputs
 
 
 @dataclass(frozen=True)
@@ -48,22 +50,18 @@ def _session(model_path: Path):
     return ort.InferenceSession(str(model_path), opts, providers=["CPUExecutionProvider"])
 
 
-def graph_logits(session, spec, ids: np.ndarray, kv_dtype) -> np.ndarray:
+def graph_logits(session, ids: np.ndarray, feeds: Feeds) -> np.ndarray:
     """Logits [len(ids), vocab] of a full prefill without past."""
-    feeds = {"input_ids": ids[None].astype(np.int64), "attention_mask": np.ones((1, len(ids)), np.int64)}
-    for i in range(spec.num_layers):
-        for kind in ("key", "value"):
-            feeds[f"past_key_values.{i}.{kind}"] = np.zeros((1, spec.num_kv_heads, 0, spec.head_dim), kv_dtype)
-    return session.run(["logits"], feeds)[0][0]
+    return session.run(["logits"], feeds(len(ids)) | {"input_ids": ids[None].astype(np.int64)})[0][0]
 
 
-def compare_on_windows(session, fwd: LayerwiseForward, spec, ids: np.ndarray, kv_dtype) -> dict[str, Any]:
+def compare_on_windows(session, fwd: LayerwiseForward, ids: np.ndarray, feeds: Feeds) -> dict[str, Any]:
     """Perplexity of graph and reference, KL(reference || graph) and top-1 agreement over windows."""
     nll_graph = nll_ref = kl_sum = 0.0
     agree = scored = positions = 0
     for row, ref in zip(ids, fwd.logits(ids)):
         lp_ref = log_softmax(ref)
-        lp = log_softmax(graph_logits(session, spec, row, kv_dtype))
+        lp = log_softmax(graph_logits(session, row, feeds))
         kl_sum += float((np.exp(lp_ref) * (lp_ref - lp)).sum())
         agree += int((lp_ref.argmax(-1) == lp.argmax(-1)).sum())
         positions += len(row)
@@ -78,15 +76,15 @@ def compare_on_windows(session, fwd: LayerwiseForward, spec, ids: np.ndarray, kv
             "kl_divergence_mean": kl_sum / positions, "top1_agreement": agree / positions}
 
 
-def quality_report(model_path: Path, checkpoint_dir: Path, adapter, spec, precision, config: QualityConfig,
+def quality_report(model_path: Path, checkpoint_dir: Path, adapter, spec, config: QualityConfig,
                    weights: dict[str, Any], bundle_bytes: int, context: int | None = None,
-                   overlap_check: bool = True) -> dict[str, Any]:
-    """`context`: the graph's rotary table length; windows are clipped to it."""
+                   overlap_check: bool = True, *, feeds: Feeds) -> dict[str, Any]:
+    """`context`: the graph's rotary table length; windows are clipped to it. `feeds(n)`: the graph's
+    inputs for a first call of n tokens (empty caches)."""
     from tokenizers import Tokenizer
 
     from ..checkpoint import Checkpoint
 
-    kv_dtype = precision.numpy_dtype
     report: dict[str, Any] = {"reference": "float32 numpy forward of the checkpoint's weights",
                               "bits_per_weight": weights.get("bits_per_weight"), "bundle_bytes": bundle_bytes,
                               "size_mb": bundle_bytes / 1e6}
@@ -103,7 +101,7 @@ def quality_report(model_path: Path, checkpoint_dir: Path, adapter, spec, precis
                 continue
             window = min(config.window, context or config.window)
             windows = token_windows(ids, window, config.windows * window)
-            report[role] = {"text": text.to_dict()} | compare_on_windows(session, fwd, spec, windows, kv_dtype)
+            report[role] = {"text": text.to_dict()} | compare_on_windows(session, fwd, windows, feeds)
     if overlap_check:
         from .calibration import overlapping_lines
 

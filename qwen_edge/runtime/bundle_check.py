@@ -48,9 +48,29 @@ def _check_io(where: str, manifest: dict[str, Any]) -> None:
     model_file = io.get("model_file")
     if not isinstance(model_file, str) or model_file not in manifest["files"]:
         raise BundleError(f"{where}: 'io.model_file' {model_file!r} is not one of the bundle's files")
+    _check_layers(where, io)
     eos = manifest.get("generation", {}).get("eos_token_ids")
     if not isinstance(eos, list) or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in eos):
         raise BundleError(f"{where}: 'generation.eos_token_ids' must be a list of non-negative integers")
+
+
+def _check_layers(where: str, io: dict[str, Any]) -> None:
+    """A hybrid decoder's cache description: which layers have key/values, which a state, and its shapes."""
+    layers = range(io["num_layers"])
+    for key in ("kv_layers", "state_layers"):
+        value = io.get(key)
+        if value is not None and (not isinstance(value, list) or not all(isinstance(i, int) and not isinstance(i, bool)
+                                                                           and i in layers for i in value)):
+            raise BundleError(f"{where}: 'io.{key}' must be a list of layer indices below {io['num_layers']}")
+    states = io.get("states", {})
+    if not isinstance(states, dict) or (states and "state_layers" not in io):
+        raise BundleError(f"{where}: 'io.states' must be an object, with 'io.state_layers'")
+    for kind, state in states.items():
+        shape = state.get("shape") if isinstance(state, dict) else None
+        if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape):
+            raise BundleError(f"{where}: 'io.states.{kind}.shape' must be a list of positive integers")
+        if state.get("dtype") not in KV_DTYPES:
+            raise BundleError(f"{where}: 'io.states.{kind}.dtype' must be one of {', '.join(KV_DTYPES)}")
 
 
 def _check_sizes(path: Path, manifest: dict[str, Any]) -> None:

@@ -1,40 +1,88 @@
-"""A key/value cache that onnxruntime updates in place.
+"""Per-sequence caches that onnxruntime updates in place.
 
 GroupQueryAttention treats a past and present tensor that are the same buffer as a shared
-cache of fixed capacity: each step writes only the new positions. We allocate the buffers once
-per cache and bind them as both input and output, so no step copies or reallocates the cache.
+cache of fixed capacity: each step writes only the new positions. A hybrid decoder's
+linear-attention layers keep instead a fixed-size convolution state and recurrent state, which
+their operators read whole and then overwrite (they may alias too). We allocate every buffer once
+per cache and bind it as both input and output, so no step copies or reallocates the cache.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import numpy as np
 import onnxruntime as ort
 
+_DTYPES = {"fp32": np.float32, "fp16": np.float16}
+
+
+@dataclass(frozen=True)
+class CacheLayout:
+    """Which layers have a key/value cache and which a state, from the manifest's `io` section."""
+
+    num_kv_heads: int
+    head_dim: int
+    kv_dtype: Any
+    kv_layers: tuple[int, ...]
+    state_layers: tuple[int, ...] = ()
+    states: tuple[tuple[str, tuple[int, ...], Any], ...] = ()  # (kind, shape without batch, dtype)
+
+    @classmethod
+    def from_io(cls, io: dict[str, Any]) -> "CacheLayout":
+        kv_layers = tuple(io.get("kv_layers", range(int(io["num_layers"]))))
+        states = tuple((kind, tuple(s["shape"]), _DTYPES[s["dtype"]]) for kind, s in io.get("states", {}).items())
+        return cls(int(io["num_kv_heads"]), int(io["head_dim"]), _DTYPES[io["kv_dtype"]], kv_layers,
+                   tuple(io.get("state_layers", ())), states)
+
+    def pairs(self) -> list[tuple[str, str]]:
+        """(input, output) names of every cache, in the graph's output order."""
+        out = [(f"past_key_values.{i}.{kind}", f"present.{i}.{kind}") for i in self.kv_layers
+               for kind in ("key", "value")]
+        return out + [(f"past.{i}.{kind}", f"present.{i}.{kind}") for i in self.state_layers
+                      for kind, _, _ in self.states]
+
+    def first_call_feeds(self) -> dict[str, np.ndarray]:
+        """The cache inputs of a call that starts a sequence: empty key/values, zero states."""
+        empty = np.zeros((1, self.num_kv_heads, 0, self.head_dim), self.kv_dtype)
+        feeds = {f"past_key_values.{i}.{kind}": empty for i in self.kv_layers for kind in ("key", "value")}
+        for kind, shape, dtype in self.states:
+            zeros = np.zeros((1, *shape), dtype)
+            feeds |= {f"past.{i}.{kind}": zeros for i in self.state_layers}
+        return feeds
+
 
 class KVCache:
-    def __init__(self, num_layers: int, num_kv_heads: int, head_dim: int, capacity: int, dtype: np.dtype):
+    def __init__(self, layout: CacheLayout, capacity: int):
         self.capacity = capacity
         self.length = 0
-        shape = (1, num_kv_heads, capacity, head_dim)
-        self._arrays = [np.zeros(shape, dtype) for _ in range(2 * num_layers)]
+        shape = (1, layout.num_kv_heads, capacity, layout.head_dim)
+        self._names = layout.pairs()
+        self._num_kv = 2 * len(layout.kv_layers)
+        self._arrays = [np.zeros(shape, layout.kv_dtype) for _ in range(self._num_kv)]
+        self._states = [np.zeros((1, *shape), dtype) for _ in layout.state_layers for _, shape, dtype in layout.states]
+        self._arrays += self._states
         self.values = [ort.OrtValue.ortvalue_from_numpy(a) for a in self._arrays]
-        self.num_layers = num_layers
 
     def bind(self, binding: ort.IOBinding) -> None:
-        for i in range(self.num_layers):
-            for j, kind in enumerate(("key", "value")):
-                value = self.values[2 * i + j]
-                binding.bind_ortvalue_input(f"past_key_values.{i}.{kind}", value)
-                binding.bind_ortvalue_output(f"present.{i}.{kind}", value)
+        for (past, present), value in zip(self._names, self.values):
+            binding.bind_ortvalue_input(past, value)
+            binding.bind_ortvalue_output(present, value)
 
     def load_prefix(self, presents) -> None:
-        """Copy keys and values computed outside the cache (layer-major, key then value) to its start."""
-        for array, present in zip(self._arrays, presents):
-            array[:, :, :present.shape[2]] = present
+        """Copy caches computed outside this one (in output order) to its start."""
+        for k, (array, present) in enumerate(zip(self._arrays, presents)):
+            if k < self._num_kv:
+                array[:, :, :present.shape[2]] = present  # key/value: the prefix of the capacity
+            else:
+                array[...] = present  # a state: whole
 
     def reset(self) -> None:
-        # Positions past `length` are never read (GQA masks by seqlens_k), so no zeroing needed.
+        # Key/value positions past `length` are never read (GQA masks by seqlens_k); states are read whole.
         self.length = 0
+        for state in self._states:
+            state.fill(0)
 
     @property
     def nbytes(self) -> int:

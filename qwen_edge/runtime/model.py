@@ -17,7 +17,7 @@ from ..bundle import manifest as manifest_mod
 from ..errors import BundleError
 from .bundle_check import check_bundle
 from .errors import ContextOverflowError, InvalidRequestError
-from .kv_cache import KVCache
+from .kv_cache import CacheLayout, KVCache
 
 LOGITS_TO_KEEP = "logits_to_keep"  # the decoder graph's optional input (graph/decoder.py)
 
@@ -75,6 +75,7 @@ class Model:
         self.vocab_size = int(io["vocab_size"])
         self.context_length = int(io["context_length"])
         self.kv_dtype = _DTYPES[io["kv_dtype"]]
+        self.cache_layout = CacheLayout.from_io(io)
         self.eos_token_ids = tuple(self.manifest["generation"]["eos_token_ids"])
         model_path = self.path / io["model_file"]
         try:
@@ -87,11 +88,8 @@ class Model:
         # Bundles built before logits_to_keep existed compute logits for every prompt position.
         overridable = {i.name for i in self.session.get_overridable_initializers()}
         self._last_logits_only = np.ones(1, np.int64) if LOGITS_TO_KEEP in overridable else None
-        empty = np.zeros((1, self.num_kv_heads, 0, self.head_dim), self.kv_dtype)
-        self._empty_past = {f"past_key_values.{i}.{kind}": empty for i in range(self.num_layers)
-                            for kind in ("key", "value")}
-        self._output_names = ["logits"] + [f"present.{i}.{kind}" for i in range(self.num_layers)
-                                           for kind in ("key", "value")]
+        self._empty_past = self.cache_layout.first_call_feeds()
+        self._output_names = ["logits"] + [present for _, present in self.cache_layout.pairs()]
         tokenizer_path = self.path / "tokenizer.json"
         try:
             self.tokenizer = Tokenizer.from_file(str(tokenizer_path))
@@ -111,7 +109,7 @@ class Model:
         try:
             cache = self._caches.get_nowait()
         except queue.Empty:
-            cache = KVCache(self.num_layers, self.num_kv_heads, self.head_dim, self.context_length, self.kv_dtype)
+            cache = KVCache(self.cache_layout, self.context_length)
         cache.reset()
         return cache
 

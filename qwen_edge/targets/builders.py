@@ -31,6 +31,11 @@ class BuilderInfo:
     bundle: Callable | None = None
     options: type | None = None  # a bundle builder's options: a closed dataclass with from_dict(values, where)
     precisions: tuple[str, ...] = ()  # precisions a bundle builder makes itself (a graph builder takes a Precision)
+    accepts_plan: bool = False  # a graph builder that stores a data-aware quantization plan
+    # spec -> why this builder cannot build it (None: it can); checked before anything is built
+    unsupported: Callable[[Any], str | None] | None = None
+    # spec -> (domain, op) pairs the graph needs beyond the dense decoder's, for targets' operator tables
+    required_ops: Callable[[Any], tuple[tuple[str, str], ...]] | None = None
 
     def __post_init__(self) -> None:
         if (self.graph is None) == (self.bundle is None):
@@ -77,17 +82,19 @@ def _add(info: BuilderInfo) -> None:
     _BUILDERS[info.name] = info
 
 
-def register_graph_builder(name: str, provides: tuple[str, ...], static_shapes: bool = False):
+def register_graph_builder(name: str, provides: tuple[str, ...], static_shapes: bool = False, **features: Any):
+    """`features`: accepts_plan, unsupported, required_ops (see BuilderInfo)."""
     def wrap(cls):
-        _add(BuilderInfo(name, provides, static_shapes, graph=cls))
+        _add(BuilderInfo(name, provides, static_shapes, graph=cls, **features))
         return cls
     return wrap
 
 
 def register_bundle_builder(name: str, provides: tuple[str, ...], *, options: type, precisions: tuple[str, ...],
-                            static_shapes: bool = False):
+                            static_shapes: bool = False, unsupported: Callable[[Any], str | None] | None = None):
     def wrap(fn):
-        _add(BuilderInfo(name, provides, static_shapes, bundle=fn, options=options, precisions=precisions))
+        _add(BuilderInfo(name, provides, static_shapes, bundle=fn, options=options, precisions=precisions,
+                         unsupported=unsupported))
         return fn
     return wrap
 

@@ -46,14 +46,15 @@ def _load_build_side() -> None:
     if _build_side_loaded:
         return
     _build_side_loaded = True
-    from ..graph.decoder import DecoderBuilder
-    from ..graph.standard_decoder import StandardDecoderBuilder
+    from ..graph.ort_contrib import ort_contrib_decoder, required_ops
+    from ..graph.standard_decoder import StandardDecoderBuilder, unsupported
     from .openvino import passes as _openvino_passes  # noqa: F401  (modules register their passes)
     from .passes import op_support as _op_support, ort_format as _ort_format  # noqa: F401
     from .qnn import build as _qnn_build  # noqa: F401  (registers the "qnn-static" bundle builder)
 
-    register_graph_builder("ort-contrib", provides=("onnx",))(DecoderBuilder)
-    register_graph_builder("standard", provides=("onnx", "onnx-standard"))(StandardDecoderBuilder)
+    register_graph_builder("ort-contrib", provides=("onnx",), accepts_plan=True,
+                           required_ops=required_ops)(ort_contrib_decoder)
+    register_graph_builder("standard", provides=("onnx", "onnx-standard"), unsupported=unsupported)(StandardDecoderBuilder)
 
 
 # Build side ---------------------------------------------------------------------------------------

@@ -1,8 +1,9 @@
 """Reference forward passes to verify bundles against.
 
 `TransformersReference` is the real reference (an optional extra: torch + transformers).
-`NumpyReference` is an independent float64 implementation from the checkpoint's tensors, so that
-`qwen-edge demo` and `verify` can check a bundle on a machine without torch.
+`NumpyReference` is an independent float64 implementation from the checkpoint's tensors (dense,
+MoE and hybrid layers), so that `qwen-edge demo` and `verify` can check a bundle on a machine
+without torch.
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ from pathlib import Path
 import numpy as np
 
 from ..arch import adapter_for, rope_tables
+from ..arch.hybrid import split_gated_query
 from ..checkpoint import Checkpoint
 from ..errors import ConfigError
+from .reference_hybrid import linear_attention_layer
 from .reference_moe import moe_mlp
 
 
@@ -53,34 +56,48 @@ class NumpyReference:
         h = self._t(g["embed"])[ids]
         causal = np.triu(np.full((n, n), -np.inf), 1)
         group = s.num_heads // s.num_kv_heads
+        offset = s.hybrid.norm_offset if s.hybrid is not None else 0.0
         for i in range(s.num_layers):
             t = {role: self._t(name) for role, name in self.adapter.layer_tensor_names(s, i).items()}
-            x = self._rms(h, t["input_norm"])
-            q, k, v = x @ t["q_proj"].T, x @ t["k_proj"].T, x @ t["v_proj"].T
-            if s.attention_bias:
-                q, k, v = q + t["q_bias"], k + t["k_bias"], v + t["v_bias"]
-            q = q.reshape(n, s.num_heads, s.head_dim).transpose(1, 0, 2)
-            k = k.reshape(n, s.num_kv_heads, s.head_dim).transpose(1, 0, 2)
-            v = v.reshape(n, s.num_kv_heads, s.head_dim).transpose(1, 0, 2)
-            if s.qk_norm:
-                q, k = self._rms(q, t["q_norm"]), self._rms(k, t["k_norm"])
-            q, k = rotate(q), rotate(k)
-            k, v = np.repeat(k, group, axis=0), np.repeat(v, group, axis=0)
-            scores = q @ k.transpose(0, 2, 1) / np.sqrt(s.head_dim) + causal
-            if s.sliding_windows[i]:
-                window = s.sliding_windows[i]
-                idx = np.arange(n)
-                scores = np.where(idx[None, :] <= idx[:, None] - window, -np.inf, scores)
-            scores = np.exp(scores - scores.max(-1, keepdims=True))
-            attn = (scores / scores.sum(-1, keepdims=True)) @ v
-            h = h + attn.transpose(1, 0, 2).reshape(n, s.q_size) @ t["o_proj"].T
-            x = self._rms(h, t["post_attention_norm"])
+            x = self._rms(h, t["input_norm"] + offset)
+            if s.hybrid is not None and s.hybrid.is_linear(i):
+                h = h + linear_attention_layer(x[None], t, s.hybrid.linear, s.rms_norm_eps,
+                                               lambda role, xx, w: xx @ w.T)[0]
+            else:
+                q_w, q_b, gate = t["q_proj"], t.get("q_bias"), None
+                if s.hybrid is not None and s.hybrid.attention_output_gate:
+                    q_w, g_w = split_gated_query(q_w, s.num_heads, s.head_dim)
+                    gate = x @ g_w.T
+                    if q_b is not None:
+                        q_b, g_b = split_gated_query(q_b, s.num_heads, s.head_dim)
+                        gate = gate + g_b
+                q, k, v = x @ q_w.T, x @ t["k_proj"].T, x @ t["v_proj"].T
+                if s.attention_bias:
+                    q, k, v = q + q_b, k + t["k_bias"], v + t["v_bias"]
+                q = q.reshape(n, s.num_heads, s.head_dim).transpose(1, 0, 2)
+                k = k.reshape(n, s.num_kv_heads, s.head_dim).transpose(1, 0, 2)
+                v = v.reshape(n, s.num_kv_heads, s.head_dim).transpose(1, 0, 2)
+                if s.qk_norm:
+                    q, k = self._rms(q, t["q_norm"] + offset), self._rms(k, t["k_norm"] + offset)
+                q, k = rotate(q), rotate(k)
+                k, v = np.repeat(k, group, axis=0), np.repeat(v, group, axis=0)
+                scores = q @ k.transpose(0, 2, 1) / np.sqrt(s.head_dim) + causal
+                if s.sliding_windows[i]:
+                    window = s.sliding_windows[i]
+                    idx = np.arange(n)
+                    scores = np.where(idx[None, :] <= idx[:, None] - window, -np.inf, scores)
+                scores = np.exp(scores - scores.max(-1, keepdims=True))
+                attn = ((scores / scores.sum(-1, keepdims=True)) @ v).transpose(1, 0, 2).reshape(n, s.q_size)
+                if gate is not None:
+                    attn = attn / (1 + np.exp(-gate))
+                h = h + attn @ t["o_proj"].T
+            x = self._rms(h, t["post_attention_norm"] + offset)
             if s.moe is not None and s.moe.is_sparse(i):
-                h = h + moe_mlp(x, i, s.moe, self._t, self.ckpt.has)
+                h = h + moe_mlp(x, i, s.moe, self.adapter.moe_tensors, self._t, self.ckpt.has)
                 continue
-            gate, up = x @ t["gate_proj"].T, x @ t["up_proj"].T
-            h = h + (gate / (1 + np.exp(-gate)) * up) @ t["down_proj"].T
-        x = self._rms(h, self._t(g["final_norm"]))
+            gate_, up = x @ t["gate_proj"].T, x @ t["up_proj"].T
+            h = h + (gate_ / (1 + np.exp(-gate_)) * up) @ t["down_proj"].T
+        x = self._rms(h, self._t(g["final_norm"]) + offset)
         head = self._t(g["embed"]) if s.tie_word_embeddings else self._t(g["lm_head"])
         return (x @ head.T).astype(np.float32)
 

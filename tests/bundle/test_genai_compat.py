@@ -31,7 +31,7 @@ def assert_same_greedy(gen, bundle, prompt, new_tokens: int) -> None:
         assert result.stats.finish_reason == "length" and theirs == result.token_ids
 
 
-@pytest.mark.parametrize("arch", ["qwen2", "qwen3"])
+@pytest.mark.parametrize("arch", ["qwen2", "qwen3", "qwen35", "qwen35_causal", "qwen35_moe"])
 def test_int4_bundle_runs_in_onnxruntime_genai_with_same_greedy_tokens(arch, bundles):
     from qwen_edge.runtime import load
 
@@ -41,13 +41,17 @@ def test_int4_bundle_runs_in_onnxruntime_genai_with_same_greedy_tokens(arch, bun
 
 
 @pytest.mark.slow
-def test_trained_int4_bundle_same_64_greedy_tokens_in_genai_and_ours(trained_model, tmp_path):
+@pytest.mark.parametrize("which", ["qwen2", "qwen35"])
+def test_trained_int4_bundle_same_64_greedy_tokens_in_genai_and_ours(which, tmp_path):
     from qwen_edge.build import BuildRequest, build
     from qwen_edge.precision import Precision
     from qwen_edge.runtime import load
+    from tests.conftest import TRAINED_MODEL, TRAINED_QWEN35, trained_checkpoint
 
+    checkpoint = trained_checkpoint(*{"qwen2": (TRAINED_MODEL, "QWEN_EDGE_TRAINED_MODEL"),
+                                      "qwen35": (TRAINED_QWEN35, "QWEN_EDGE_TRAINED_QWEN35")}[which])
     bundle = tmp_path / "int4"
-    build(BuildRequest(trained_model, bundle, Precision.preset("int4")))
+    build(BuildRequest(checkpoint, bundle, Precision.preset("int4")))
     gen = load(bundle)
     prompt = gen.model.encode("import os\nimport sys\n\n\ndef parse_args(argv):\n    \"\"\"Parse the command line.\"\"\"\n")
     ours = gen.generate(prompt, max_new_tokens=64, stop_token_ids=()).token_ids

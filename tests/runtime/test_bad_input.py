@@ -14,9 +14,9 @@ from qwen_edge.runtime import (ContextOverflowError, GenerationError, InvalidReq
                                load)
 
 
-@pytest.fixture(scope="module")
-def gen(bundles):
-    return load(bundles("qwen2", "fp32"))
+@pytest.fixture(scope="module", params=["qwen2", "qwen35"])
+def gen(bundles, request):
+    return load(bundles(request.param, "fp32"))
 
 
 @pytest.mark.parametrize("prompt,match", [

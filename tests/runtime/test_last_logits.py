@@ -9,7 +9,8 @@ import pytest
 from qwen_edge.runtime import Model
 
 
-@pytest.mark.parametrize("arch,precision", [("qwen2", "fp32"), ("qwen3", "int4")])
+@pytest.mark.parametrize("arch,precision", [("qwen2", "fp32"), ("qwen3", "int4"), ("qwen35", "int4"),
+                                            ("qwen35_moe", "fp32")])
 def test_last_only_prefill_matches_full_logits_and_fills_the_cache(bundles, arch, precision):
     model = Model(bundles(arch, precision))
     ids = np.arange(3, 3 + 24, dtype=np.int64) % model.vocab_size
@@ -55,12 +56,13 @@ def test_bundle_without_logits_to_keep_still_generates_the_same_tokens(qwen2_ckp
     assert runs[0] == runs[1]
 
 
-def test_decode_binds_the_cache_once_per_generation(bundles, monkeypatch):
+@pytest.mark.parametrize("arch", ["qwen2", "qwen35"])
+def test_decode_binds_the_cache_once_per_generation(bundles, monkeypatch, arch):
     from qwen_edge.runtime import Generator
     from qwen_edge.runtime.kv_cache import KVCache
     from qwen_edge.runtime.sampling import SamplingParams
 
-    model = Model(bundles("qwen2", "int4"))
+    model = Model(bundles(arch, "int4"))
     prompt = np.arange(5, 17, dtype=np.int64)
     expected = []
     seq = list(prompt)

@@ -13,8 +13,9 @@ from qwen_edge.runtime import (ContextOverflowError, Generator, InvalidRequestEr
 from qwen_edge.verify.executor import cached_path_logits
 
 
-def test_greedy_generation_follows_the_logits(bundles):
-    model = Model(bundles("qwen2", "fp32"))
+@pytest.mark.parametrize("arch", ["qwen2", "qwen35", "qwen35_moe"])
+def test_greedy_generation_follows_the_logits(bundles, arch):
+    model = Model(bundles(arch, "fp32"))
     gen = Generator(model)
     prompt = model.encode("def fibonacci(n):")
     result = gen.generate(prompt, max_new_tokens=12, stop_token_ids=())
@@ -37,8 +38,9 @@ def test_stops_on_any_eos_id(bundles):
     assert result.stats.finish_reason == "eos"
 
 
-def test_streaming_pieces_concatenate_to_the_text(bundles):
-    gen = load(bundles("qwen3", "int4"))
+@pytest.mark.parametrize("arch", ["qwen3", "qwen35"])
+def test_streaming_pieces_concatenate_to_the_text(bundles, arch):
+    gen = load(bundles(arch, "int4"))
     pieces = list(gen.stream("print(", max_new_tokens=20, stop_token_ids=()))
     whole = gen.generate("print(", max_new_tokens=20, stop_token_ids=())
     assert "".join(pieces) == whole.text
@@ -81,6 +83,18 @@ def test_context_overflow_message_gives_the_numbers(bundles):
     gen = load(bundles("qwen2", "fp32"))
     with pytest.raises(ContextOverflowError, match="256"):
         gen.generate("def f():", max_new_tokens=255)
+
+
+@pytest.mark.parametrize("arch", ["qwen2", "qwen35"])
+def test_a_reused_cache_starts_empty(bundles, arch):
+    # A hybrid cache also carries conv and recurrent states: a generation after another must not
+    # see what the first left in them.
+    first = Generator(Model(bundles(arch, "int4")))
+    first.generate("class Stack:", max_new_tokens=8, stop_token_ids=())
+    again = first.generate("def fibonacci(n):", max_new_tokens=8, stop_token_ids=()).token_ids
+    fresh = Generator(Model(bundles(arch, "int4"))).generate("def fibonacci(n):", max_new_tokens=8,
+                                                                stop_token_ids=()).token_ids
+    assert again == fresh
 
 
 def test_kv_cache_is_reused_across_generations(bundles):

@@ -12,7 +12,16 @@ from tests.conftest import TINY_CONFIGS, hf_logits_incremental
 
 IDS = np.array([5, 17, 42, 99, 3, 250, 7, 8, 120, 64, 33, 301, 2, 77, 150, 11, 19, 260], dtype=np.int64)
 FIXTURES = {"Qwen2ForCausalLM": "qwen2_ckpt", "Qwen3ForCausalLM": "qwen3_ckpt",
-            "Qwen2MoeForCausalLM": "qwen2_moe_ckpt", "Qwen3MoeForCausalLM": "qwen3_moe_ckpt"}
+            "Qwen2MoeForCausalLM": "qwen2_moe_ckpt", "Qwen3MoeForCausalLM": "qwen3_moe_ckpt",
+            "Qwen3_5ForCausalLM": ("dense", "causal"), "Qwen3_5ForConditionalGeneration": ("dense", "multimodal"),
+            "Qwen3_5MoeForCausalLM": ("moe", "causal"), "Qwen3_5MoeForConditionalGeneration": ("moe", "multimodal")}
+
+
+def checkpoint_for(architecture: str, request):
+    fixture = FIXTURES[architecture]
+    if isinstance(fixture, tuple):
+        return request.getfixturevalue("qwen35_ckpts")(*fixture)
+    return request.getfixturevalue(fixture)
 
 
 def test_every_architecture_is_checked_here():
@@ -21,7 +30,7 @@ def test_every_architecture_is_checked_here():
 
 @pytest.mark.parametrize("architecture", sorted(FIXTURES))
 def test_numpy_reference_matches_transformers(architecture, request):
-    ckpt = request.getfixturevalue(FIXTURES[architecture])
+    ckpt = checkpoint_for(architecture, request)
     expected = hf_logits_incremental(ckpt, IDS, len(IDS))
     reference = NumpyReference(ckpt)
     try:

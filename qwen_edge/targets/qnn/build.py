@@ -56,8 +56,17 @@ def compile_context_binaries(stage: Path, files: dict[str, str], fallback: bool)
     return compiled
 
 
+def unsupported(spec) -> str | None:
+    if spec.hybrid is not None:
+        return (f"{spec.architecture}'s linear-attention layers need com.microsoft.LinearAttention and "
+                "CausalConvWithState, which the static QNN graphs (builder 'qnn-static') do not have")
+    if spec.moe is not None:
+        return f"the static QNN graphs have no mixture-of-experts layers, which {spec.architecture} needs"
+    return None
+
+
 @register_bundle_builder("qnn-static", provides=("onnx", "onnx-standard"), options=QnnOptions, precisions=PRECISIONS,
-                         static_shapes=True)
+                         static_shapes=True, unsupported=unsupported)
 def build_qnn_bundle(job: BundleJob) -> dict[str, Any]:
     """Write the npu-qnn model files into the job's stage; return the manifest sections they need."""
     ckpt, spec, options, stage, progress = job.checkpoint, job.spec, job.options, Path(job.stage), job.progress
