@@ -17,8 +17,9 @@ Entries (each: bundle/file bytes, perplexity, increase over our fp32 bundle):
   * optimum-intel int4 is not installed in these venvs (see the results' "skipped").
 Calibration uses the built-in corpus (standard-library Python), which shares no file with the text.
 Results are appended to the JSON after every entry; a chart (SVG, no plotting dependency) shows
-perplexity increase against size. `--table RESULTS.json` prints the README's table from a results
-file (one row per entry, in the file's order) and measures nothing.
+perplexity increase against size. `--table RESULTS.json [MORE.json]` prints the README's table
+from results files measured on the same windows (one row per entry, in the files' order; the
+increase is over the "ours fp32" entry among them) and measures nothing.
 """
 
 from __future__ import annotations
@@ -172,15 +173,23 @@ def svg_chart(entries: list[dict], path: Path) -> None:
     path.write_text("\n".join(out) + "\n")
 
 
-def markdown_table(results: dict) -> str:
-    """One row per entry of a results file: its name, size, perplexity and increase over fp32."""
-    rows = ["| entry (`name` in the results JSON) | bytes | perplexity | vs fp32 |", "|---|---|---|---|"]
-    for e in results["entries"]:
+def markdown_table(files: list[Path]) -> str:
+    """One row per entry of results files: its name, size, perplexity and increase over fp32."""
+    results = [json.loads(Path(f).read_text()) for f in files]
+    if len({r["windows_sha256"] for r in results}) != 1:
+        raise SystemExit("--table: the files were measured on different token windows")
+    entries = [e | {"file": Path(f).name} for f, r in zip(files, results) for e in r["entries"]]
+    fp32 = next(e for e in entries if e["name"] == "ours fp32")["perplexity"]
+    many = len(files) > 1
+    rows = ["| entry (`name` in the results JSON) | bytes | perplexity | vs fp32 |" + (" file |" if many else ""),
+            "|---|---|---|---|" + ("---|" if many else "")]
+    for e in entries:
+        tail = f" {e['file']} |" if many else ""
         if "perplexity" not in e:
-            rows.append(f"| `{e['name']}` | failed: {e.get('error', '?')[:80]} | | |")
+            rows.append(f"| `{e['name']}` | failed: {e.get('error', '?')[:80]} | | |{tail}")
             continue
         rows.append(f"| `{e['name']}` | {e['bytes'] / 1e6:.2f} MB | {e['perplexity']:.4f} | "
-                    f"{e['ppl_increase_percent']:+.2f}% |")
+                    f"{100.0 * (e['perplexity'] / fp32 - 1.0):+.2f}% |{tail}")
     return "\n".join(rows)
 
 
@@ -188,7 +197,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("checkpoint", nargs="?")
     ap.add_argument("--text")
-    ap.add_argument("--table", default=None, metavar="RESULTS_JSON", help="print the markdown table of a results file")
+    ap.add_argument("--table", nargs="+", default=None, metavar="RESULTS_JSON",
+                    help="print the markdown table of results files measured on the same windows")
     ap.add_argument("--max-tokens", type=int, default=65536)
     ap.add_argument("--context", type=int, default=1024)
     ap.add_argument("--calibration-tokens", type=int, default=8192)
@@ -209,7 +219,7 @@ def main() -> int:
                     help="merge llama.cpp results that quality_llamacpp.py measured on the same windows.npy")
     args = ap.parse_args()
     if args.table:
-        print(markdown_table(json.loads(Path(args.table).read_text())))
+        print(markdown_table(args.table))
         return 0
     if not args.checkpoint or not args.text:
         ap.error("CHECKPOINT and --text are required to measure")
