@@ -131,7 +131,6 @@ def main() -> int:
         imatrix_bin, quantize_bin = Path(args.llama_bin) / "llama-imatrix", Path(args.llama_bin) / "llama-quantize"
         text = Path(args.imatrix_text)
         info |= {"llama-imatrix --version": tool_version(imatrix_bin),
-                 "llama-quantize --version": tool_version(quantize_bin),
                  "imatrix_text": {"file": text.name, "bytes": text.stat().st_size,
                                   "sha256": hashlib.sha256(text.read_bytes()).hexdigest()}}
         imatrix = work / "imatrix.gguf"
@@ -152,7 +151,10 @@ def main() -> int:
             cmd = [str(quantize_bin), "--imatrix", str(imatrix), str(f32), str(path), qtype, str(args.threads)]
             info["quantize_commands"][qtype] = cmd
             try:
-                run_logged(cmd, work / f"quantize-{qtype}-imatrix.log")
+                qlog = run_logged(cmd, work / f"quantize-{qtype}-imatrix.log")
+                # llama-quantize has no --version; it prints "version: ..." when it runs.
+                build = re.search(r"^version: (.+)$", qlog, re.MULTILINE)
+                info.setdefault("llama-quantize build", build[1].strip() if build else "not printed")
             except RuntimeError as exc:
                 print(json.dumps({"name": f"llama.cpp {qtype} imatrix", "family": "llama.cpp", "error": str(exc)}))
                 continue
