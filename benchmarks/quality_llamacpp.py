@@ -110,23 +110,9 @@ def main() -> int:
         shim = Path(__file__).with_name("llamacpp_convert.py")
         subprocess.run([sys.executable, str(shim), str(Path(args.converter).parent), args.checkpoint,
                         "--outtype", "f32", "--outfile", str(f32)], check=True, stdout=subprocess.DEVNULL)
-    for qtype in args.types:
-        path = f32 if qtype == "F32" else work / f"model-{qtype}.gguf"
-        if qtype != "F32" and not path.exists():
-            params = llama_cpp.llama_model_quantize_default_params()
-            params.ftype = getattr(llama_cpp, FTYPES[qtype])
-            params.nthread = args.threads
-            rc = llama_cpp.llama_model_quantize(str(f32).encode(), str(path).encode(), ctypes.byref(params))
-            if rc != 0:
-                print(json.dumps({"name": f"llama.cpp {qtype}", "error": f"llama_model_quantize returned {rc}"}))
-                continue
-        start = time.perf_counter()
-        result = score(path, windows, args.threads)
-        print(json.dumps({"name": f"llama.cpp {qtype}", "family": "llama.cpp", "bytes": path.stat().st_size,
-                          "file": path.name, "quantized_by": "llama_model_quantize (llama-cpp-python binding)",
-                          "seconds": time.perf_counter() - start} | result), flush=True)
-
+    # The importance-matrix entries first (the new ones), then the plain ones.
     info = {"llama_cpp_python": llama_cpp.__version__}
+    log = None
     if args.imatrix_text and args.llama_bin:
         imatrix_bin, quantize_bin = Path(args.llama_bin) / "llama-imatrix", Path(args.llama_bin) / "llama-quantize"
         text = Path(args.imatrix_text)
@@ -141,8 +127,8 @@ def main() -> int:
             log = run_logged(cmd, work / "imatrix.log")
         except RuntimeError as exc:
             info["imatrix_error"] = str(exc)
-            print(json.dumps({"llama.cpp": info}), flush=True)
-            return 1
+            log = None
+    if log is not None:
         info["imatrix"] = {"command": cmd, "seconds": time.perf_counter() - start,
                            "bytes": imatrix.stat().st_size, "log": "imatrix.log in the workdir"} | imatrix_summary(log)
         info["quantize_commands"] = {}
@@ -164,6 +150,23 @@ def main() -> int:
                               "bytes": path.stat().st_size, "file": path.name,
                               "quantized_by": "llama-quantize --imatrix", "imatrix_tokens": info["imatrix"].get("tokens_used"),
                               "seconds": time.perf_counter() - start} | result), flush=True)
+    print(json.dumps({"llama.cpp": info}), flush=True)  # again at the end, with the plain entries done
+    for qtype in args.types:
+        path = f32 if qtype == "F32" else work / f"model-{qtype}.gguf"
+        if qtype != "F32" and not path.exists():
+            params = llama_cpp.llama_model_quantize_default_params()
+            params.ftype = getattr(llama_cpp, FTYPES[qtype])
+            params.nthread = args.threads
+            rc = llama_cpp.llama_model_quantize(str(f32).encode(), str(path).encode(), ctypes.byref(params))
+            if rc != 0:
+                print(json.dumps({"name": f"llama.cpp {qtype}", "error": f"llama_model_quantize returned {rc}"}))
+                continue
+        start = time.perf_counter()
+        result = score(path, windows, args.threads)
+        print(json.dumps({"name": f"llama.cpp {qtype}", "family": "llama.cpp", "bytes": path.stat().st_size,
+                          "file": path.name, "quantized_by": "llama_model_quantize (llama-cpp-python binding)",
+                          "seconds": time.perf_counter() - start} | result), flush=True)
+
     print(json.dumps({"llama.cpp": info}), flush=True)
     return 0
 
