@@ -173,13 +173,23 @@ def svg_chart(entries: list[dict], path: Path) -> None:
     path.write_text("\n".join(out) + "\n")
 
 
-def markdown_table(files: list[Path]) -> str:
-    """One row per entry of results files: its name, size, perplexity and increase over fp32."""
+def combined_entries(files: list[Path]) -> list[dict]:
+    """The entries of results files measured on the same windows, each with its file's name and
+    its increase over the one "ours fp32" entry among them."""
     results = [json.loads(Path(f).read_text()) for f in files]
     if len({r["windows_sha256"] for r in results}) != 1:
         raise SystemExit("--table: the files were measured on different token windows")
     entries = [e | {"file": Path(f).name} for f, r in zip(files, results) for e in r["entries"]]
     fp32 = next(e for e in entries if e["name"] == "ours fp32")["perplexity"]
+    for e in entries:
+        if "perplexity" in e:
+            e["ppl_increase_percent"] = 100.0 * (e["perplexity"] / fp32 - 1.0)
+    return entries
+
+
+def markdown_table(files: list[Path]) -> str:
+    """One row per entry of results files: its name, size, perplexity and increase over fp32."""
+    entries = combined_entries(files)
     many = len(files) > 1
     rows = ["| entry (`name` in the results JSON) | bytes | perplexity | vs fp32 |" + (" file |" if many else ""),
             "|---|---|---|---|" + ("---|" if many else "")]
@@ -189,7 +199,7 @@ def markdown_table(files: list[Path]) -> str:
             rows.append(f"| `{e['name']}` | failed: {e.get('error', '?')[:80]} | | |{tail}")
             continue
         rows.append(f"| `{e['name']}` | {e['bytes'] / 1e6:.2f} MB | {e['perplexity']:.4f} | "
-                    f"{100.0 * (e['perplexity'] / fp32 - 1.0):+.2f}% |{tail}")
+                    f"{e['ppl_increase_percent']:+.2f}% |{tail}")
     return "\n".join(rows)
 
 
@@ -199,6 +209,7 @@ def main() -> int:
     ap.add_argument("--text")
     ap.add_argument("--table", nargs="+", default=None, metavar="RESULTS_JSON",
                     help="print the markdown table of results files measured on the same windows")
+    ap.add_argument("--chart", default=None, help="with --table: also draw their entries into this SVG")
     ap.add_argument("--max-tokens", type=int, default=65536)
     ap.add_argument("--context", type=int, default=1024)
     ap.add_argument("--calibration-tokens", type=int, default=8192)
@@ -220,6 +231,8 @@ def main() -> int:
     args = ap.parse_args()
     if args.table:
         print(markdown_table(args.table))
+        if args.chart:
+            svg_chart(combined_entries(args.table), Path(args.chart))
         return 0
     if not args.checkpoint or not args.text:
         ap.error("CHECKPOINT and --text are required to measure")
