@@ -1,17 +1,25 @@
 """Quantization quality against the peers, on the same text, token windows and context.
 
     python benchmarks/quality.py CKPT --text CKPT/heldout.py.txt --max-tokens 65536 --context 1024 \
-        --peers-python /work/venvs/peers/bin/python --converter .../vendor/llama.cpp/convert_hf_to_gguf.py
+        --peers-python /work/venvs/peers/bin/python --converter .../vendor/llama.cpp/convert_hf_to_gguf.py \
+        --llama-bin .../build/bin
 
 Entries (each: bundle/file bytes, perplexity, increase over our fp32 bundle):
-  * ours: fp32, int4 without calibration, data-aware int4 (GPTQ), mixed precision under size budgets;
+  * ours: fp32; int4 without calibration (default, --symmetric, --quant-method rtn); data-aware
+    int4 (GPTQ); mixed precision under size budgets;
   * onnxruntime-genai's model builder, int4 with algo_config default / rtn / k_quant;
   * llama.cpp Q4_0, Q4_K_M, Q5_K_M from its own converter and quantizer (quality_llamacpp.py, run
-    in a venv with llama-cpp-python; the same token ids are fed, so tokenization cannot differ);
+    in a venv with llama-cpp-python; the same token ids are fed, so tokenization cannot differ),
+    without calibration and, with --llama-bin (llama-imatrix and llama-quantize built from the same
+    llama.cpp sources, see benchmarks/README.md), with an importance matrix computed on the same
+    calibration text as our GPTQ (the text of the very windows GPTQ reads: --imatrix-tokens tokens
+    in windows of 512, default --calibration-tokens);
   * optimum-intel int4 is not installed in these venvs (see the results' "skipped").
 Calibration uses the built-in corpus (standard-library Python), which shares no file with the text.
 Results are appended to the JSON after every entry; a chart (SVG, no plotting dependency) shows
-perplexity increase against size.
+perplexity increase against size. `--table RESULTS.json [MORE.json]` prints the README's table
+from results files measured on the same windows (one row per entry, in the files' order; the
+increase is over the "ours fp32" entry among them) and measures nothing.
 """
 
 from __future__ import annotations
@@ -36,7 +44,7 @@ from qwen_edge.build import BuildRequest, build  # noqa: E402
 from qwen_edge.quant.mixed_precision import Budget  # noqa: E402
 from qwen_edge.precision import Precision  # noqa: E402
 from qwen_edge.quant.quality import QualityConfig  # noqa: E402
-from qwen_edge.quant.calibration import load_calibration_text, overlapping_lines  # noqa: E402
+from qwen_edge.quant.calibration import load_calibration_text, overlapping_lines, token_windows  # noqa: E402
 from qwen_edge.quant.data_aware import CalibrationConfig  # noqa: E402
 from qwen_edge.verify.metrics import log_softmax  # noqa: E402
 
@@ -89,12 +97,34 @@ def our_recipes(args) -> list[tuple[str, dict]]:
     return [
         ("ours fp32", dict(precision=Precision.preset("fp32"))),
         ("ours int4 search b32 (no calibration)", dict(precision=int4)),
+        # The CLI's --symmetric and --quant-method rtn (no zero points; plain round-to-nearest scales).
+        ("ours int4 symmetric b32 (no calibration)", dict(precision=Precision.preset("int4", symmetric=True))),
+        ("ours int4 rtn b32 (no calibration)", dict(precision=Precision.preset("int4", method="rtn"))),
         ("ours int4 gptq b32", dict(precision=int4, calibration=cal)),
         ("ours mixed gptq <=20.0MB", dict(precision=int4, calibration=cal, budget=Budget(max_size_mb=20.0))),
         ("ours mixed gptq 32k <=20.0MB", dict(precision=int4, calibration=cal32k, budget=Budget(max_size_mb=20.0))),
         ("ours mixed gptq <=20.6MB", dict(precision=int4, calibration=cal, budget=Budget(max_size_mb=20.6))),
         ("ours mixed gptq <=25.7MB", dict(precision=int4, calibration=cal, budget=Budget(max_size_mb=25.7))),
     ]
+
+
+def imatrix_calibration(ckpt: Path, calibration, tokens: int, window: int, path: Path) -> dict:
+    """Writes the text llama-imatrix reads: the windows our GPTQ calibrates on (the same
+    `token_windows` of the same tokenization of the same corpus), decoded back to text and joined.
+    llama-imatrix tokenizes it again; it reads `tokens // window` chunks of `window`."""
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(ckpt / "tokenizer.json"))
+    ids = tokenizer.encode(calibration.text).ids
+    picked = token_windows(ids, window, tokens)
+    text = "".join(tokenizer.decode(row.tolist(), skip_special_tokens=False) for row in picked)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    data = path.read_bytes()
+    return {"source": calibration.source, "selection": "token_windows of the corpus, as our GPTQ picks them",
+            "windows": int(picked.shape[0]), "window": window, "tokens": int(picked.size),
+            "tokens_on_retokenizing_with_checkpoint_tokenizer": len(tokenizer.encode(text).ids),
+            "file": path.name, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
 
 
 def genai_build(ckpt: Path, out: Path, algo: str, work: Path) -> None:
@@ -121,7 +151,8 @@ def svg_chart(entries: list[dict], path: Path) -> None:
     def sy(v):
         return h - pad - (v - y0) / (y1 - y0) * (h - 2 * pad)
 
-    colors = {"ours": "#d62728", "onnxruntime-genai": "#1f77b4", "llama.cpp": "#2ca02c"}
+    colors = {"ours": "#d62728", "onnxruntime-genai": "#1f77b4", "llama.cpp": "#2ca02c",
+              "llama.cpp imatrix": "#8c564b"}
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="11">',
            f'<rect width="{w}" height="{h}" fill="white"/>',
            f'<line x1="{pad}" y1="{h - pad}" x2="{w - pad}" y2="{h - pad}" stroke="black"/>',
@@ -134,7 +165,7 @@ def svg_chart(entries: list[dict], path: Path) -> None:
         out.append(f'<text x="{sx(xv)}" y="{h - pad + 15}" text-anchor="middle">{xv:.1f}</text>')
         out.append(f'<text x="{pad - 5}" y="{sy(yv) + 4}" text-anchor="end">{yv:.2f}</text>')
     for p in pts:
-        c = colors.get(p["family"], "black")
+        c = colors.get(p["family"] + (" imatrix" if p["name"].endswith("imatrix") else ""), "black")
         out.append(f'<circle cx="{sx(p["size_mb"]):.1f}" cy="{sy(p["ppl_increase_percent"]):.1f}" r="4" fill="{c}"/>')
         out.append(f'<text x="{sx(p["size_mb"]) + 6:.1f}" y="{sy(p["ppl_increase_percent"]) - 4:.1f}" fill="{c}">'
                    f'{p["name"]}</text>')
@@ -142,10 +173,43 @@ def svg_chart(entries: list[dict], path: Path) -> None:
     path.write_text("\n".join(out) + "\n")
 
 
+def combined_entries(files: list[Path]) -> list[dict]:
+    """The entries of results files measured on the same windows, each with its file's name and
+    its increase over the one "ours fp32" entry among them."""
+    results = [json.loads(Path(f).read_text()) for f in files]
+    if len({r["windows_sha256"] for r in results}) != 1:
+        raise SystemExit("--table: the files were measured on different token windows")
+    entries = [e | {"file": Path(f).name} for f, r in zip(files, results) for e in r["entries"]]
+    fp32 = next(e for e in entries if e["name"] == "ours fp32")["perplexity"]
+    for e in entries:
+        if "perplexity" in e:
+            e["ppl_increase_percent"] = 100.0 * (e["perplexity"] / fp32 - 1.0)
+    return entries
+
+
+def markdown_table(files: list[Path]) -> str:
+    """One row per entry of results files: its name, size, perplexity and increase over fp32."""
+    entries = combined_entries(files)
+    many = len(files) > 1
+    rows = ["| entry (`name` in the results JSON) | bytes | perplexity | vs fp32 |" + (" file |" if many else ""),
+            "|---|---|---|---|" + ("---|" if many else "")]
+    for e in entries:
+        tail = f" {e['file']} |" if many else ""
+        if "perplexity" not in e:
+            rows.append(f"| `{e['name']}` | failed: {e.get('error', '?')[:80]} | | |{tail}")
+            continue
+        rows.append(f"| `{e['name']}` | {e['bytes'] / 1e6:.2f} MB | {e['perplexity']:.4f} | "
+                    f"{e['ppl_increase_percent']:+.2f}% |{tail}")
+    return "\n".join(rows)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("checkpoint")
-    ap.add_argument("--text", required=True)
+    ap.add_argument("checkpoint", nargs="?")
+    ap.add_argument("--text")
+    ap.add_argument("--table", nargs="+", default=None, metavar="RESULTS_JSON",
+                    help="print the markdown table of results files measured on the same windows")
+    ap.add_argument("--chart", default=None, help="with --table: also draw their entries into this SVG")
     ap.add_argument("--max-tokens", type=int, default=65536)
     ap.add_argument("--context", type=int, default=1024)
     ap.add_argument("--calibration-tokens", type=int, default=8192)
@@ -155,12 +219,23 @@ def main() -> int:
     ap.add_argument("--only", nargs="*", default=None, help="substrings of entry names to run")
     ap.add_argument("--peers-python", default=None, help="python of a venv with llama-cpp-python and gguf")
     ap.add_argument("--converter", default=None, help="llama.cpp's convert_hf_to_gguf.py")
+    ap.add_argument("--llama-bin", default=None,
+                    help="folder with llama-imatrix and llama-quantize (adds the 'llama.cpp TYPE imatrix' entries)")
+    ap.add_argument("--imatrix-tokens", type=int, default=None,
+                    help="calibration tokens for llama-imatrix (default: --calibration-tokens, as our GPTQ)")
     ap.add_argument("--llamacpp-types", nargs="*", default=["Q4_0", "Q4_K_M", "Q5_K_M"])
     ap.add_argument("--merge", nargs="*", default=[],
                     help="results JSONs of earlier runs on the same windows whose entries to include")
     ap.add_argument("--llamacpp-jsonl", default=None,
                     help="merge llama.cpp results that quality_llamacpp.py measured on the same windows.npy")
     args = ap.parse_args()
+    if args.table:
+        print(markdown_table(args.table))
+        if args.chart:
+            svg_chart(combined_entries(args.table), Path(args.chart))
+        return 0
+    if not args.checkpoint or not args.text:
+        ap.error("CHECKPOINT and --text are required to measure")
 
     ckpt, work, out = Path(args.checkpoint), Path(args.workdir), Path(args.out)
     work.mkdir(parents=True, exist_ok=True)
@@ -174,6 +249,7 @@ def main() -> int:
     np.save(work / "windows.npy", windows)
     calibration = load_calibration_text("builtin")
     results = {
+        "command": [Path(sys.argv[0]).name, *sys.argv[1:]],
         "checkpoint": ckpt.name, "text": Path(args.text).name, "context": args.context,
         "tokens": int(windows.size), "windows": n_win,
         "windows_sha256": hashlib.sha256(windows.tobytes()).hexdigest(),
@@ -247,16 +323,34 @@ def main() -> int:
             if line.startswith("{"):
                 record(json.loads(line) | {"measured": f"by quality_llamacpp.py on the same windows ({args.llamacpp_jsonl})"})
     elif args.peers_python and args.converter and wanted("llama.cpp"):
-        proc = subprocess.run([args.peers_python, str(REPO / "benchmarks" / "quality_llamacpp.py"),
-                               "--checkpoint", str(ckpt), "--converter", args.converter,
-                               "--ids", str(work / "windows.npy"), "--workdir", str(work / "llama.cpp"),
-                               "--threads", str(args.threads), "--types", *args.llamacpp_types],
-                              capture_output=True, text=True)
-        for line in proc.stdout.splitlines():
-            if line.startswith("{"):
-                record(json.loads(line))
+        cmd = [args.peers_python, str(REPO / "benchmarks" / "quality_llamacpp.py"),
+               "--checkpoint", str(ckpt), "--converter", args.converter,
+               "--ids", str(work / "windows.npy"), "--workdir", str(work / "llama.cpp"),
+               "--threads", str(args.threads), "--types", *args.llamacpp_types]
+        if args.llama_bin:
+            window = CalibrationConfig().window
+            tokens = args.imatrix_tokens or args.calibration_tokens
+            text_file = work / "llama.cpp" / "imatrix-calibration.txt"
+            results["llama.cpp_imatrix_calibration"] = imatrix_calibration(ckpt, calibration, tokens, window, text_file)
+            cmd += ["--imatrix-text", str(text_file), "--llama-bin", args.llama_bin,
+                    "--imatrix-ctx", str(window), "--imatrix-chunks", str(tokens // window),
+                    "--imatrix-types", *args.llamacpp_types]
+        else:
+            results["skipped"]["llama.cpp imatrix"] = "pass --llama-bin (llama-imatrix, llama-quantize)"
+        stderr_log = work / "quality_llamacpp.stderr.log"
+        with open(stderr_log, "w") as err, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True) as proc:
+            for line in proc.stdout:  # one entry at a time, so the results file grows as they finish
+                if not line.startswith("{"):
+                    continue
+                item = json.loads(line)
+                if "llama.cpp" in item:
+                    results["llama.cpp"] = item["llama.cpp"]
+                    out.write_text(json.dumps(results, indent=2) + "\n")
+                else:
+                    record(item)
         if proc.returncode != 0:
-            record({"name": "llama.cpp", "family": "llama.cpp", "error": proc.stderr[-600:]})
+            record({"name": "llama.cpp", "family": "llama.cpp",
+                    "error": f"quality_llamacpp.py exited {proc.returncode}: " + stderr_log.read_text()[-600:]})
     elif wanted("llama.cpp"):
         results["skipped"]["llama.cpp"] = "pass --peers-python and --converter"
         out.write_text(json.dumps(results, indent=2) + "\n")
