@@ -262,6 +262,35 @@ class Suite:
                 self.save()
         return results
 
+    def long_context(self, work: Path, runs: dict) -> dict:
+        """Each runtime's peak RSS over one generation that fills `--long-context` tokens (a prompt
+        of that many minus `--new-tokens`, then the new tokens), in its own process."""
+        a, results = self.args, {}
+        prompt = a.long_context - a.new_tokens
+        for name, script, model in (("qwen_edge int4", "qwen_edge_rt.py", work / "ours-int4"),
+                                    ("genai int4", "genai_rt.py", work / "genai-int4"),
+                                    ("llama.cpp Q4_0", "llamacpp_rt.py", work / "llamacpp" / "model-Q4_0.gguf")):
+            if runs.get(name, {}).get("skipped") or name not in runs or not model.exists():
+                results[name] = {"skipped": "no timed run of this entry"}
+                continue
+            out = work / "runs" / f"long-{name.replace(' ', '_')}.json"
+            cmd = [self.peers_python, str(PEERS / script), str(model), "--out", str(out), "--threads", str(a.threads),
+                   "--runs", "1", "--warmup", "0", "--prompt-tokens", str(prompt), "--new-tokens", str(a.new_tokens)]
+            print(f"[long context] {name}", flush=True)
+            proc = measured(cmd, work / "logs" / f"run-long-{name.replace(' ', '_')}.log", self.timeout, self.env)
+            if not proc["ok"] or not out.exists():
+                results[name] = {"skipped": f"run failed: {proc.get('error', 'no result written')}", "log": proc["log"]}
+                continue
+            record = json.loads(out.read_text())
+            results[name] = {"context_tokens": a.long_context, "prompt_tokens": prompt, "new_tokens": a.new_tokens,
+                             "process_peak_rss_bytes": proc["peak_rss_bytes"], "ttft_ms": record["ttft_ms_median"],
+                             "decode_tokens_per_s": record["decode_tokens_per_s_median"]}
+            self.save()
+        ours, genai = results.get("qwen_edge int4", {}), results.get("genai int4", {})
+        if "process_peak_rss_bytes" in ours and "process_peak_rss_bytes" in genai:
+            results["peak_rss_vs_genai"] = round(ours["process_peak_rss_bytes"] / genai["process_peak_rss_bytes"], 3)
+        return results
+
     # One checkpoint ---------------------------------------------------------------------------
     def checkpoint(self, ckpt: Path, out: dict) -> dict:
         """Fills `out` entry by entry, calling self.save() after each (a partial file survives a crash)."""
@@ -270,6 +299,8 @@ class Suite:
         out.update({"checkpoint": str(ckpt), "builds": {}, "runs": {}})
         builds = self.build_all(ckpt, work, out["builds"])
         self.run_all(work, builds, out["runs"])
+        if self.args.long_context:
+            out["long_context"] = self.long_context(work, out["runs"])
         for key, bundle in (("weight_bytes_per_token_int4", work / "ours-int4"),
                             ("weight_bytes_per_token_int4_sym", work / "ours-int4-sym")):
             if (bundle / "model.onnx").is_file():
@@ -342,6 +373,29 @@ def must_show(cmp: dict, ceiling_fraction: float | None) -> dict:
     return checks
 
 
+def must_show_qwen35(result: dict) -> dict:
+    """Issue 13's Must-show on a Qwen3.5-shaped checkpoint (level with the peers, half their build)."""
+    cmp, long = result.get("comparisons", {}), result.get("long_context", {})
+
+    def check(value, ok):
+        return {"value": value, "met": None if value is None else ok(value)}
+
+    return {
+        "decode >= 1.0x genai int4": check(cmp.get("decode_vs_genai int4"), lambda v: v >= 1.0),
+        "decode >= 1.0x llama.cpp Q4_0": check(cmp.get("decode_vs_llama.cpp Q4_0"), lambda v: v >= 1.0),
+        "ttft <= 1.0x best of genai int4 and llama.cpp Q4_0": check(cmp.get("ttft_vs_best_of_genai_llamacpp_q4_0"),
+                                                                      lambda v: v <= 1.0),
+        "build wall <= 0.5x genai builder": check(cmp.get("build_wall_vs_genai"), lambda v: v <= 0.5),
+        "build peak RSS <= 0.5x genai builder": check(cmp.get("build_peak_rss_vs_genai"), lambda v: v <= 0.5),
+        "runtime peak RSS at the long context <= 1.0x genai": check(long.get("peak_rss_vs_genai"), lambda v: v <= 1.0),
+    }
+
+
+def is_qwen35(checkpoint: Path) -> bool:
+    config = json.loads((checkpoint / "config.json").read_text())
+    return config.get("text_config", config).get("model_type", "").startswith("qwen3_5")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", type=Path, action="append",
@@ -362,6 +416,8 @@ def main() -> None:
     ap.add_argument("--openvino-python", help="interpreter with optimum-intel and openvino-genai")
     ap.add_argument("--timeout", type=float, default=3600, help="seconds allowed per build or runtime process")
     ap.add_argument("--name", help="results file stem (default suite-<UTC date and time>)")
+    ap.add_argument("--long-context", type=int, default=0,
+                    help="also measure each int4 runtime's peak RSS over one generation filling this many tokens")
     ap.add_argument("--moe-layers", type=int, default=0,
                     help="also run moe_decode.py with this many layers (Qwen3-30B-A3B layout against a dense model "
                          "of the same active size; makes ~1.4 GB of checkpoint per layer) and include its result")
@@ -400,6 +456,8 @@ def main() -> None:
             continue
         report["checkpoints"][ckpt.name] = {}
         suite.checkpoint(ckpt.resolve(), report["checkpoints"][ckpt.name])
+        if is_qwen35(ckpt):
+            report["checkpoints"][ckpt.name]["must_show_qwen35"] = must_show_qwen35(report["checkpoints"][ckpt.name])
     first = report["checkpoints"].get(main_ckpt.name, {})
     for ours_name, suffix, key in ((OURS_DEFAULT, "", "must_show"), (OURS_SYMMETRIC, "_sym", "must_show_symmetric")):
         fraction = None
@@ -430,9 +488,12 @@ def main() -> None:
     except ImportError as exc:
         print(f"no chart: {exc}")
     print(f"wrote {path} ({report['duration_s']} s)")
-    for label, key in (("default int4", "must_show"), ("int4 --symmetric", "must_show_symmetric")):
+    checks = [("default int4", report["must_show"]), ("int4 --symmetric", report["must_show_symmetric"])]
+    checks += [(f"{name} (Qwen3.5)", c["must_show_qwen35"]) for name, c in report["checkpoints"].items()
+               if "must_show_qwen35" in c]
+    for label, table in checks:
         print(label)
-        for name, check in report[key].items():
+        for name, check in table.items():
             print(f"  {'MET ' if check['met'] else 'n/a ' if check['met'] is None else 'NOT '} {name}: {check['value']}")
 
 

@@ -10,6 +10,7 @@ sdist of the installed version (`fetch_llama_cpp_source` gets it with pip).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -64,8 +65,14 @@ runpy.run_path(script, run_name="__main__")
 
 def convert(checkpoint: str, out: str, src: str) -> None:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(src) / "gguf-py"), src]))
-    subprocess.run([sys.executable, "-c", _SHIM, str(Path(src) / "convert_hf_to_gguf.py"), checkpoint,
-                    "--outfile", out, "--outtype", "f16"], check=True, env=env)
+    script = Path(src) / "convert_hf_to_gguf.py"
+    # The suite compares text decoders: like our build and genai's, leave a multi-token-prediction
+    # head out (Qwen3.5's converter otherwise insists on finding MTP layers in the checkpoint).
+    arch = json.loads((Path(checkpoint) / "config.json").read_text())["architectures"][0]
+    has_mtp_head = arch.startswith(("Qwen3_5", "Qwen3Next"))  # the converters that take --no-mtp
+    extra = ["--no-mtp"] if has_mtp_head and "--no-mtp" in script.read_text() else []
+    subprocess.run([sys.executable, "-c", _SHIM, str(script), checkpoint, "--outfile", out, "--outtype", "f16",
+                    *extra], check=True, env=env)
 
 
 def quantize(source: str, out: str, qtype: str, threads: int) -> None:

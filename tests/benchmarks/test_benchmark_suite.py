@@ -97,3 +97,19 @@ def test_readme_table_shows_the_moe_against_dense(suite_modules):
     assert "| MoE / dense decode | | 1.20x | MoE build limit 3072 (within) |" in text
     del report["moe"]
     assert "**MoE**" not in readme_table.table(report, "suite-x.json")
+
+
+def test_qwen35_must_show_reads_the_ratios_and_the_long_context_memory(suite_modules):
+    run_suite, _ = suite_modules
+    ckpt = {"runs": {"qwen_edge int4": _run(30.0, 400.0), "genai int4": _run(28.0, 500.0),
+                     "llama.cpp Q4_0": {"skipped": "convert failed: unknown architecture"}},
+            "builds": {"qwen_edge int4": {"wall_s": 20.0, "peak_rss_bytes": 2**30},
+                       "genai int4": {"wall_s": 50.0, "peak_rss_bytes": 4 * 2**30}},
+            "long_context": {"peak_rss_vs_genai": 1.2}}
+    ckpt["comparisons"] = run_suite.comparisons(ckpt)
+    checks = run_suite.must_show_qwen35(ckpt)
+    assert checks["decode >= 1.0x genai int4"] == {"value": round(30 / 28, 3), "met": True}
+    assert checks["decode >= 1.0x llama.cpp Q4_0"] == {"value": None, "met": None}  # not run: not claimed
+    assert checks["ttft <= 1.0x best of genai int4 and llama.cpp Q4_0"]["met"] is True
+    assert checks["build wall <= 0.5x genai builder"] == {"value": 0.4, "met": True}
+    assert checks["runtime peak RSS at the long context <= 1.0x genai"] == {"value": 1.2, "met": False}
