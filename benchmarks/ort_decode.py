@@ -60,28 +60,41 @@ class Decoder:
         self.model_file = self.dir / dec.get("filename", "model.onnx")
         self.session = ort.InferenceSession(str(self.model_file), session_options(threads, profile_prefix),
                                             providers=["CPUExecutionProvider"])
-        types = {i.name: i.type for i in self.session.get_inputs()}
-        kv_dtype = np.float16 if types["past_key_values.0.key"] == "tensor(float16)" else np.float32
-        logits_type = {o.name: o.type for o in self.session.get_outputs()}["logits"]
+        # Every past input is bound to one buffer that is also its present output: key/value caches
+        # of `capacity` positions (GroupQueryAttention writes only the new ones) and, in a hybrid
+        # graph, the linear-attention layers' fixed-size states (read whole, then overwritten).
+        dtypes = {"tensor(float16)": np.float16, "tensor(float)": np.float32}
         self.capacity = capacity
-        self.kv = [np.zeros((1, self.kv_heads, capacity, self.head_dim), kv_dtype) for _ in range(2 * self.layers)]
-        self.kv_values = [ort.OrtValue.ortvalue_from_numpy(a) for a in self.kv]
+        self.caches, self.states = [], []
+        for i in self.session.get_inputs():
+            if not i.name.startswith("past"):
+                continue
+            present = "present" + i.name[i.name.index("."):] if i.name.startswith("past_key_values") else \
+                i.name.replace("past.", "present.", 1)
+            if i.name.endswith((".key", ".value")):
+                array = np.zeros((1, self.kv_heads, capacity, self.head_dim), dtypes[i.type])
+            else:
+                array = np.zeros([d if isinstance(d, int) else 1 for d in i.shape], dtypes[i.type])
+                self.states.append(array)
+            self.caches.append((i.name, present, array, ort.OrtValue.ortvalue_from_numpy(array)))
+        logits_type = {o.name: o.type for o in self.session.get_outputs()}["logits"]
         logits_dtype = np.float16 if logits_type == "tensor(float16)" else np.float32
         self.logits = np.zeros((1, 1, self.vocab), logits_dtype)
         self.logits_value = ort.OrtValue.ortvalue_from_numpy(self.logits)
         self.mask = np.ones((1, capacity), np.int64)
 
     def _bind_cache(self, binding: ort.IOBinding) -> None:
-        for i in range(self.layers):
-            for j, kind in enumerate(("key", "value")):
-                binding.bind_ortvalue_input(f"past_key_values.{i}.{kind}", self.kv_values[2 * i + j])
-                binding.bind_ortvalue_output(f"present.{i}.{kind}", self.kv_values[2 * i + j])
+        for past, present, _, value in self.caches:
+            binding.bind_ortvalue_input(past, value)
+            binding.bind_ortvalue_output(present, value)
 
     def generate(self, prompt: np.ndarray, new_tokens: int) -> dict:
         """Prompt, then new_tokens - 1 decode steps. Returns timings of the steps after the first token."""
         n = prompt.shape[0]
         if n + new_tokens > self.capacity:
             raise ValueError("prompt + new tokens exceed the cache capacity")
+        for state in self.states:  # a new sequence starts from zero states
+            state.fill(0)
         pre = self.session.io_binding()
         pre.bind_output("logits", "cpu")
         self._bind_cache(pre)

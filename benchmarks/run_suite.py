@@ -39,9 +39,10 @@ from llamacpp_build import fetch_llama_cpp_source  # noqa: E402
 
 TRAINED = Path(os.environ.get("QWEN_EDGE_TRAINED_MODEL", ROOT.parent / "shared" / "models" / "qwen2-code-30m"))
 DEFAULT_CHECKPOINTS = [HERE / "work" / "qwen2.5-0.5b-random", TRAINED]
-QUICK_SKIPS = ("fp32", "Q4_K_M")  # --quick keeps what the Must-show ratios need
-# Our two int4 recipes: the default (asymmetric, the better quality), and --symmetric, the format
-# onnxruntime-genai's builder writes (MLAS decodes it faster) with our scale search.
+QUICK_SKIPS = ("fp32", "Q4_K_M", "asym")  # --quick keeps what the Must-show ratios need
+# Our int4 recipes: the default (the architecture's choice: asymmetric, the better quality, except for
+# Qwen3.5, where it is symmetric), --symmetric, the format onnxruntime-genai's builder writes (MLAS
+# decodes it faster) with our scale search, and --no-symmetric (with zero points whatever the default).
 OURS_DEFAULT, OURS_SYMMETRIC = "qwen_edge int4", "qwen_edge int4 sym"
 PACKAGES = ("qwen-edge", "onnxruntime", "onnxruntime-genai", "onnx", "onnx-ir", "numpy", "tokenizers", "torch",
             "transformers", "llama-cpp-python", "gguf", "openvino", "openvino-genai", "optimum-intel", "optimum",
@@ -129,6 +130,9 @@ class Suite:
             "qwen_edge int4 sym": [("build", [self.ours_python, "-m", "qwen_edge.cli", "build", str(ckpt),
                                               "--precision", "int4", "--symmetric", "-o", str(work / "ours-int4-sym")],
                                     work / "ours-int4-sym")],
+            "qwen_edge int4 asym": [("build", [self.ours_python, "-m", "qwen_edge.cli", "build", str(ckpt),
+                                               "--precision", "int4", "--no-symmetric", "-o",
+                                               str(work / "ours-int4-asym")], work / "ours-int4-asym")],
             "qwen_edge fp32": [("build", [self.ours_python, "-m", "qwen_edge.cli", "build", str(ckpt),
                                           "--precision", "fp32", "-o", str(work / "ours-fp32")], work / "ours-fp32")],
             "genai int4": [("build", [self.peers_python, "-m", "onnxruntime_genai.models.builder", "-i", str(ckpt),
@@ -209,6 +213,8 @@ class Suite:
         runs = [
             ("qwen_edge int4", self.peers_python, "qwen_edge_rt.py", "qwen_edge int4", work / "ours-int4"),
             ("qwen_edge int4 sym", self.peers_python, "qwen_edge_rt.py", "qwen_edge int4 sym", work / "ours-int4-sym"),
+            ("qwen_edge int4 asym", self.peers_python, "qwen_edge_rt.py", "qwen_edge int4 asym",
+             work / "ours-int4-asym"),
             ("qwen_edge fp32", self.peers_python, "qwen_edge_rt.py", "qwen_edge fp32", work / "ours-fp32"),
             ("genai runtime, qwen_edge int4", self.peers_python, "genai_rt.py", "qwen_edge int4", work / "ours-int4"),
             ("genai runtime, qwen_edge fp32", self.peers_python, "genai_rt.py", "qwen_edge fp32", work / "ours-fp32"),

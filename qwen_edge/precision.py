@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -30,7 +30,7 @@ class Precision:
     embeddings: str = "float"
     lm_head: str = "float"
     block_size: int = 32
-    symmetric: bool = False
+    symmetric: bool | None = None  # None: the architecture's choice (ArchAdapter.SYMMETRIC_INT), set by the build
     method: str = "search"
     accuracy_level: int = 4
     # How block scales of quantized weights are stored; None: in `dtype`. fp16 halves their bytes
@@ -47,6 +47,8 @@ class Precision:
                 raise ConfigError(
                     f"precision: {key} '{getattr(self, key)}' is not one of {', '.join(WEIGHT_FORMATS)}"
                 )
+        if self.symmetric is not None and not isinstance(self.symmetric, bool):
+            raise ConfigError(f"precision: symmetric {self.symmetric!r} is not a bool")
         if self.block_size not in BLOCK_SIZES:
             raise ConfigError(f"precision: block_size {self.block_size} is not one of {BLOCK_SIZES}")
         if self.method not in QUANT_METHODS:
@@ -57,6 +59,10 @@ class Precision:
             raise ConfigError(f"precision: scale_dtype '{self.scale_dtype}' is not one of {', '.join(FLOAT_DTYPES)}")
         if self.dtype == "fp16" and self.scale_dtype == "fp32":
             raise ConfigError("precision: scale_dtype 'fp32' needs dtype 'fp32' (fp16 graphs compute with fp16 scales)")
+
+    def resolved(self, symmetric: bool) -> "Precision":
+        """This precision with `symmetric` decided: its own value, else the architecture's `symmetric`."""
+        return self if self.symmetric is not None else replace(self, symmetric=symmetric)
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> "Precision":

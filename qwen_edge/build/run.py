@@ -11,6 +11,8 @@ model files itself from a BundleJob. Several targets share one load of the check
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import threading
 from concurrent.futures import Future
 from pathlib import Path
@@ -130,6 +132,7 @@ def _build(ckpt, request: BuildRequest, target, builder: BuilderInfo, options, p
            fingerprint: Future) -> dict[str, Any]:
     adapter = adapter_for(ckpt.architecture)
     spec = adapter.spec(ckpt.config, ckpt.architecture)
+    request = replace(request, precision=request.precision.resolved(adapter.SYMMETRIC_INT))
     check_builder_can_build(target, builder, spec)
     adapter.check_tensors(ckpt, spec)
     stages = None

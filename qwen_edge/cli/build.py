@@ -36,7 +36,9 @@ def add_parser(sub) -> None:
     b.add_argument("--verify-max-tokens", type=int, default=65536)
     b.add_argument("--reference-kind", choices=["auto", "transformers", "numpy"], default="numpy")
     b.add_argument("--block-size", type=int, default=None)
-    b.add_argument("--symmetric", action="store_true", help="symmetric int4/int8 (no zero points)")
+    b.add_argument("--symmetric", action=argparse.BooleanOptionalAction, default=None,
+                   help="int4/int8 without zero points, or with them (--no-symmetric); default: the "
+                        "architecture's choice (symmetric for Qwen3.5, asymmetric otherwise)")
     b.add_argument("--accuracy-level", type=int, default=None, help="MatMulNBits accuracy_level (0-4)")
     b.add_argument("--quant-method", choices=["rtn", "search"], default=None)
     b.add_argument("--embeddings", choices=["float", "int8", "int4"], default=None)
@@ -109,7 +111,7 @@ def data_aware_fields(args: argparse.Namespace) -> dict[str, Any]:
 
 def weight_options(args: argparse.Namespace) -> dict[str, Any]:
     """The weight-format flags, as Precision.preset overrides (None: the preset's own value)."""
-    return {"block_size": args.block_size, "symmetric": True if args.symmetric else None,
+    return {"block_size": args.block_size, "symmetric": args.symmetric,
             "accuracy_level": args.accuracy_level, "method": args.quant_method, "embeddings": args.embeddings,
             "lm_head": args.lm_head, "scale_dtype": args.scale_dtype}
 

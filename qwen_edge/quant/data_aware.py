@@ -157,6 +157,7 @@ def plan_quantization(checkpoint, adapter, spec, precision, config: CalibrationC
                       ids: np.ndarray | None = None, progress: Progress | None = None) -> QuantPlan:
     """Quantize every projection of `checkpoint` that `precision` (and `formats`) store as int4/int8."""
     progress = progress or (lambda stage, done, total: None)
+    precision = precision.resolved(adapter.SYMMETRIC_INT)
     formats = dict(formats or {})
     block_sizes = dict(block_sizes or {})
     info: dict[str, Any] = {}
