@@ -77,6 +77,9 @@ class Decoder:
                 array = np.zeros([d if isinstance(d, int) else 1 for d in i.shape], dtypes[i.type])
                 self.states.append(array)
             self.caches.append((i.name, present, array, ort.OrtValue.ortvalue_from_numpy(array)))
+        # onnxruntime-genai's graphs may take position ids ([3, batch, seq] for Qwen3.5's M-RoPE).
+        inputs = {i.name: i for i in self.session.get_inputs()}
+        self.position_rank = len(inputs["position_ids"].shape) if "position_ids" in inputs else 0
         logits_type = {o.name: o.type for o in self.session.get_outputs()}["logits"]
         logits_dtype = np.float16 if logits_type == "tensor(float16)" else np.float32
         self.logits = np.zeros((1, 1, self.vocab), logits_dtype)
@@ -87,6 +90,12 @@ class Decoder:
         for past, present, _, value in self.caches:
             binding.bind_ortvalue_input(past, value)
             binding.bind_ortvalue_output(present, value)
+
+    def _bind_positions(self, binding: ort.IOBinding, start: int, length: int) -> None:
+        if self.position_rank:
+            pos = np.arange(start, start + length, dtype=np.int64).reshape(1, length)
+            binding.bind_cpu_input("position_ids", np.ascontiguousarray(
+                np.broadcast_to(pos, (3, 1, length)) if self.position_rank == 3 else pos))
 
     def generate(self, prompt: np.ndarray, new_tokens: int) -> dict:
         """Prompt, then new_tokens - 1 decode steps. Returns timings of the steps after the first token."""
@@ -100,6 +109,7 @@ class Decoder:
         self._bind_cache(pre)
         pre.bind_cpu_input("input_ids", prompt.reshape(1, n).astype(np.int64))
         pre.bind_cpu_input("attention_mask", self.mask[:, :n])
+        self._bind_positions(pre, 0, n)
         t0 = time.perf_counter()
         self.session.run_with_iobinding(pre)
         token = int(np.argmax(pre.get_outputs()[0].numpy()[0, -1]))
@@ -115,6 +125,7 @@ class Decoder:
             ids[0, 0] = token
             step.bind_cpu_input("input_ids", ids)
             step.bind_cpu_input("attention_mask", self.mask[:, :n + k + 1])
+            self._bind_positions(step, n + k, 1)
             self.session.run_with_iobinding(step)
             token = int(np.argmax(self.logits[0, 0]))
             tokens.append(token)

@@ -22,7 +22,7 @@ def io_names(spec) -> dict[str, list[str]]:
 def state_shapes(spec, kv_dtype: str) -> dict[str, dict[str, Any]]:
     """A hybrid decoder's per-layer states (batch axis left out): shape and storage type."""
     lin = spec.hybrid.linear
-    return {"conv": {"shape": [lin.conv_kernel - 1, lin.conv_dim], "dtype": kv_dtype},
+    return {"conv": {"shape": [lin.conv_dim, lin.conv_kernel - 1], "dtype": kv_dtype},
             "recurrent": {"shape": [lin.num_value_heads, lin.key_head_dim, lin.value_head_dim], "dtype": "fp32"}}
 
 

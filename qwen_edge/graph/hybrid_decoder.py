@@ -2,13 +2,13 @@
 
 Same IO contract as onnxruntime-genai's `qwen3_5_text` decoder, so bundles run there unmodified:
 key/value caches only for the full-attention layers, named by absolute layer index; for each
-linear-attention layer a convolution state `past.{i}.conv` [batch, kernel - 1, conv_dim] (channels
-last, so the packed qkv needs no transpose) and a recurrent state `past.{i}.recurrent`
+linear-attention layer a convolution state `past.{i}.conv` [batch, conv_dim, kernel - 1] (channels
+first, genai's layout) and a recurrent state `past.{i}.recurrent`
 [batch, value_heads, key_head_dim, value_head_dim] in float32 whatever the graph's type, each
 returned as `present.{i}.*`. Positions come from the attention mask, as in the dense decoder.
 
 Operators (facts checked in tests/graph/test_hybrid_ops.py): com.microsoft CausalConvWithState
-(channels_last, fused SiLU); LinearAttentionGate (softplus decay and sigmoid beta in float32) and
+(channels first, fused SiLU); LinearAttentionGate (softplus decay and sigmoid beta in float32) and
 LinearAttention (gated delta rule, inverse GQA with keys repeated to the value heads), which on
 onnxruntime's CPU provider decode about 2.5x and prefill about 5x faster than the one-node
 GatedDeltaNet at the 0.8B shape (benchmarks/linear_attention_ops.py); GatedRMSNorm; and GroupQueryAttention, whose fused rotary
@@ -77,17 +77,19 @@ class HybridDecoderBuilder(DecoderBuilder):
     def _gated_delta_net(self, i: int, x: str, t: dict[str, np.ndarray]) -> str:
         g, lin, fmt = self.g, self.spec.hybrid.linear, self.precision.weights
         scope = f"/model/layers.{i}/linear_attn"
-        qkvz = self.lin.linear(x, np.concatenate([t["in_proj_qkv"], t["in_proj_z"]]), f"{scope}/qkvz_proj", fmt)
-        qkv, z = g.node("Split", [qkvz, g.const([lin.conv_dim, lin.value_dim], np.int64)], f"{scope}/qkvz_split/Split",
-                        outputs=2, axis=-1)
+        qkv, z = self.lin.linear_parts(x, np.concatenate([t["in_proj_qkv"], t["in_proj_z"]]), f"{scope}/qkvz_proj", fmt,
+                                       [(f"{scope}/qkv_proj", lin.conv_dim), (f"{scope}/z_proj", lin.value_dim)])
         # The decay and update-rate projections stay in float: exp(decay) amplifies their error.
-        ba = self.lin.linear(x, np.concatenate([t["in_proj_b"], t["in_proj_a"]]), f"{scope}/ba_proj", "float")
-        b, a = g.node("Split", [ba, g.const([lin.num_value_heads] * 2, np.int64)], f"{scope}/ba_split/Split",
-                      outputs=2, axis=-1)
+        b, a = self.lin.linear_parts(x, np.concatenate([t["in_proj_b"], t["in_proj_a"]]), f"{scope}/ba_proj", "float",
+                                     [(f"{scope}/b_proj", lin.num_value_heads), (f"{scope}/a_proj", lin.num_value_heads)])
+        # Channels first, as onnxruntime-genai's graph does: its CPU kernel prefills about twice as
+        # fast in this layout as channels last; the two Transposes cost little at either length.
+        qkv = g.one("Transpose", [qkv], f"{scope}/conv/input/Transpose", perm=[0, 2, 1])
         conv, _ = g.node("CausalConvWithState", [qkv, self._float_weight(f"{scope}/conv/weight", t["conv"]), "",
                                                  f"past.{i}.conv"],
                          f"{scope}/conv/CausalConvWithState", outputs=[f"{scope}/conv/output_0", f"present.{i}.conv"],
-                         domain=MS_DOMAIN, ndim=1, activation="silu", channels_last=1)
+                         domain=MS_DOMAIN, ndim=1, activation="silu")
+        conv = g.one("Transpose", [conv], f"{scope}/conv/output/Transpose", perm=[0, 2, 1])
         q, k, v = self._normed_qk_and_v(conv, scope)
         decay, beta = g.node("LinearAttentionGate",
                              [a, self._float_weight(f"{scope}/dt_bias", t["dt_bias"], np.float32),
@@ -107,13 +109,11 @@ class HybridDecoderBuilder(DecoderBuilder):
         """The conv's q | k | v with q and k L2-normalised per head, and k repeated to the value heads
         (LinearAttention takes keys at its kv head count; key head h serves value heads h*r..h*r+r-1)."""
         g, lin = self.g, self.spec.hybrid.linear
-        qk, v = g.node("Split", [conv, g.const([2 * lin.key_dim, lin.value_dim], np.int64)],
-                       f"{scope}/qkv_split/Split", outputs=2, axis=-1)
-        heads = g.one("Reshape", [qk, g.const([0, 0, 2 * lin.num_key_heads, lin.key_head_dim], np.int64)],
-                      f"{scope}/qk_heads/Reshape")
-        normed = g.one("LpNormalization", [heads], f"{scope}/qk_l2norm/LpNormalization", axis=-1, p=2)
-        q, k = g.node("Split", [normed, g.const([lin.num_key_heads] * 2, np.int64)], f"{scope}/qk_split/Split",
-                      outputs=2, axis=2)
+        q, k, v = g.node("Split", [conv, g.const([lin.key_dim, lin.key_dim, lin.value_dim], np.int64)],
+                         f"{scope}/qkv_split/Split", outputs=3, axis=-1)
+        q, k = (g.one("LpNormalization", [g.one("Reshape", [y, g.const([0, 0, lin.num_key_heads, lin.key_head_dim],
+                                                                       np.int64)], f"{scope}/{n}_heads/Reshape")],
+                      f"{scope}/{n}_l2norm/LpNormalization", axis=-1, p=2) for y, n in ((q, "q"), (k, "k")))
         q = g.one("Reshape", [q, g.const([0, 0, lin.key_dim], np.int64)], f"{scope}/q/Reshape")
         repeat = lin.num_value_heads // lin.num_key_heads
         if repeat > 1:
@@ -122,6 +122,16 @@ class HybridDecoderBuilder(DecoderBuilder):
         k = g.one("Reshape", [k, g.const([0, 0, lin.num_value_heads * lin.key_head_dim], np.int64)],
                   f"{scope}/k/Reshape")
         return q, k, v
+
+    def dense_mlp(self, i: int, x: str, t: dict[str, np.ndarray]) -> str:
+        """SwiGLU MLP with gate and up as two projections of the one quantized [gate; up] matrix."""
+        g, m, scope = self.g, self.spec.intermediate_size, f"/model/layers.{i}/mlp"
+        gate, up = self.lin.linear_parts(x, np.concatenate([t["gate_proj"], t["up_proj"]], axis=0),
+                                         f"{scope}/gate_up_proj", self.precision.weights,
+                                         [(f"{scope}/gate_proj", m), (f"{scope}/up_proj", m)])
+        act = g.one("Mul", [gate, g.one("Sigmoid", [gate], f"{scope}/act/Sigmoid")], f"{scope}/act/Mul")
+        prod = g.one("Mul", [act, up], f"{scope}/Mul")
+        return self.lin.linear(prod, t["down_proj"], f"{scope}/down_proj", self.precision.weights)
 
     def _gated_attention(self, i, x, t, seqlens, total_len, cos, sin) -> str:
         g, s, fmt = self.g, self.spec, self.precision.weights

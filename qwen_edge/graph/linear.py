@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..errors import GraphError
 from ..precision import Precision
 from ..quant import BlockQuantized, QuantSpec, quantize_blockwise
 from .builder import MS_DOMAIN, NP_TO_ONNX, GraphBuilder
@@ -121,6 +122,23 @@ class LinearFactory:
             y = g.one("Add", [y, b], f"{scope}/Add")
             self.stats.add("float", bias.size, bias.size * np.dtype(self.float_dtype).itemsize)
         return y
+
+    def linear_parts(self, x: str, weight: np.ndarray, scope: str, fmt: str,
+                     parts: list[tuple[str, int]]) -> list[str]:
+        """x @ weight.T as one projection per (scope, rows) part, quantized (or planned) as the one
+        matrix `scope`: rows quantize independently, so the parts are the whole's exact slices. On
+        onnxruntime's CPU provider separate small projections beat one wide projection and a Split."""
+        if sum(rows for _, rows in parts) != weight.shape[0]:
+            raise GraphError(f"{scope}: parts of {[rows for _, rows in parts]} rows do not make {weight.shape[0]}")
+        fmt, bq = self._planned(scope, fmt, weight)
+        outs, start = [], 0
+        for part_scope, rows in parts:
+            if bq is None:
+                outs.append(self.linear(x, weight[start:start + rows], part_scope, "float"))
+            else:
+                outs.append(self.linear(x, None, part_scope, fmt, quantized=bq.rows(start, start + rows, part_scope)))
+            start += rows
+        return outs
 
     def embedding(self, ids: str, table: np.ndarray, scope: str, fmt: str) -> str:
         g = self.g

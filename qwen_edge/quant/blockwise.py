@@ -144,6 +144,15 @@ class BlockQuantized:
     def k_blocks(self) -> int:
         return -(-self.k // self.spec.block_size)
 
+    def rows(self, start: int, stop: int, name: str = "") -> "BlockQuantized":
+        """Output rows [start, stop): each row's blocks, scales and zero points are its own, so a
+        matrix quantized whole splits into the exact parts quantized alone."""
+        if not 0 <= start < stop <= self.n:
+            raise QuantizationError(f"{_label(self.name)}: rows [{start}, {stop}) outside [0, {self.n})")
+        zps = None if self.zero_points is None else self.zero_points[start:stop]
+        return BlockQuantized(stop - start, self.k, self.spec, self.packed[start:stop], self.scales[start:stop], zps,
+                              name or self.name)
+
     def codes(self) -> np.ndarray:
         """Unpacked codes, uint8 [n, k_blocks, block_size] (positions past k hold the zero point)."""
         return unpack_codes(self.packed, self.spec.bits)

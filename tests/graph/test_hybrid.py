@@ -52,7 +52,7 @@ def test_the_multimodal_layout_builds_its_language_model_and_reports_what_it_lef
     assert set(left_out) == {"model.visual.", "mtp."} and left_out["mtp."] == 4 and left_out["model.visual."] > 0
     io = manifest["io"]
     assert io["kv_layers"] == [2, 4] and io["state_layers"] == [0, 1, 3]
-    assert io["states"] == {"conv": {"shape": [3, 96], "dtype": "fp32"},
+    assert io["states"] == {"conv": {"shape": [96, 3], "dtype": "fp32"},
                             "recurrent": {"shape": [4, 16, 8], "dtype": "fp32"}}
     assert "past_key_values.2.key" in io["inputs"] and "past.3.recurrent" in io["inputs"]
     assert "past_key_values.0.key" not in io["inputs"]

@@ -1,9 +1,10 @@
 """The facts about onnxruntime's contrib operators that the hybrid (Qwen3.5) graph relies on, each
 checked on tiny tensors against transformers' own reference implementation:
 
-* CausalConvWithState with channels_last=1 and activation="silu" is transformers' causal_conv1d_fn
-  (+ SiLU) on [batch, seq, channels], and carries the last kernel-1 inputs as its state
-  [batch, kernel-1, channels], so a decode step continues the prefill;
+* CausalConvWithState with activation="silu" is transformers' causal_conv1d_fn (+ SiLU) on
+  [batch, channels, seq] (channels first, the graph's layout; channels_last=1 on [batch, seq,
+  channels] too), and carries the last kernel-1 inputs as its state [batch, channels, kernel-1]
+  ([batch, kernel-1, channels] channels last), so a decode step continues the prefill;
 * LinearAttentionGate(a, dt_bias, -exp(A_log), b) gives transformers' decay g = -exp(A_log)
   softplus(a + dt_bias) and beta = sigmoid(b); LpNormalization over a head's last axis is its
   l2norm; LinearAttention with update_rule="gated_delta" is transformers' recurrence when given q at
@@ -46,11 +47,12 @@ def value(name, shape, elem=TensorProto.FLOAT):
 C, K, HK, HV, DK, DV = 56, 4, 2, 4, 8, 6  # C = 2*HK*DK + HV*DV
 
 
-def conv_session():
+def conv_session(channels_last: bool):
     node = helper.make_node("CausalConvWithState", ["x", "w", "", "past"], ["y", "present"], domain=MS, ndim=1,
-                            activation="silu", channels_last=1)
-    return session([node], [value("x", [1, "S", C]), value("w", [C, 1, K]), value("past", [1, K - 1, C])],
-                   [value("y", [1, "S", C]), value("present", [1, K - 1, C])])
+                            activation="silu", channels_last=int(channels_last))
+    x, state = ([1, "S", C], [1, K - 1, C]) if channels_last else ([1, C, "S"], [1, C, K - 1])
+    return session([node], [value("x", x), value("w", [C, 1, K]), value("past", state)],
+                   [value("y", x), value("present", state)])
 
 
 def conv_reference(x, w):
@@ -59,17 +61,20 @@ def conv_reference(x, w):
     return out.transpose(1, 2).numpy()
 
 
-def test_causal_conv_with_state_is_transformers_conv_and_carries_its_state():
-    s = conv_session()
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_causal_conv_with_state_is_transformers_conv_and_carries_its_state(channels_last):
+    """x is [batch, seq, channels] here; the channels-first session sees it transposed."""
+    s = conv_session(channels_last)
+    layout = (lambda a: a) if channels_last else (lambda a: np.ascontiguousarray(a.transpose(0, 2, 1)))
     w = rng.normal(size=(C, 1, K)).astype(np.float32)
     x = rng.normal(size=(1, 9, C)).astype(np.float32)
-    y, state = s.run(None, {"x": x[:, :7], "w": w, "past": np.zeros((1, K - 1, C), np.float32)})
-    np.testing.assert_allclose(y, conv_reference(x[:, :7], w), atol=1e-5)
-    np.testing.assert_array_equal(state, x[:, 4:7])
+    y, state = s.run(None, {"x": layout(x[:, :7]), "w": w, "past": layout(np.zeros((1, K - 1, C), np.float32))})
+    np.testing.assert_allclose(layout(y), conv_reference(x[:, :7], w), atol=1e-5)
+    np.testing.assert_array_equal(layout(state), x[:, 4:7])
     rows = []
     for t in (7, 8):
-        step, state = s.run(None, {"x": x[:, t:t + 1], "w": w, "past": state})
-        rows.append(step)
+        step, state = s.run(None, {"x": layout(x[:, t:t + 1]), "w": w, "past": state})
+        rows.append(layout(step))
     np.testing.assert_allclose(np.concatenate(rows, 1), conv_reference(x, w)[:, 7:], atol=1e-5)
 
 
@@ -137,19 +142,21 @@ def test_linear_attention_is_transformers_recurrence_with_its_k_major_state():
 
 
 def test_states_may_alias_their_outputs():
-    conv, gdn = conv_session(), la_session()
+    conv, gdn = conv_session(channels_last=False), la_session()
     w = rng.normal(size=(C, 1, K)).astype(np.float32)
     feeds = {"neg_exp_A": -np.exp(rng.normal(size=HV)).astype(np.float32),
              "dt_bias": rng.normal(size=HV).astype(np.float32)}
     x = rng.normal(size=(1, 5, C)).astype(np.float32)
     a, b = rng.normal(size=(1, 5, HV)).astype(np.float32), rng.normal(size=(1, 5, HV)).astype(np.float32)
-    separate = {"conv": np.zeros((1, K - 1, C), np.float32), "gdn": np.zeros((1, HV, DK, DV), np.float32)}
+    separate = {"conv": np.zeros((1, C, K - 1), np.float32), "gdn": np.zeros((1, HV, DK, DV), np.float32)}
+    x = np.ascontiguousarray(x.transpose(0, 2, 1))  # channels first, as the graph feeds the conv
     shared = {k: ort.OrtValue.ortvalue_from_numpy(v.copy()) for k, v in separate.items()}
     for lo, hi in ((0, 3), (3, 4), (4, 5)):
-        y, separate["conv"] = conv.run(None, {"x": x[:, lo:hi], "w": w, "past": separate["conv"]})
+        y, separate["conv"] = conv.run(None, {"x": x[:, :, lo:hi], "w": w, "past": separate["conv"]})
+        y = np.ascontiguousarray(y.transpose(0, 2, 1))
         o, separate["gdn"] = gdn.run(None, feeds | {"qkv": y, "a": a[:, lo:hi], "b": b[:, lo:hi],
                                                     "past": separate["gdn"]})
-        for sess, key, extra in ((conv, "conv", {"x": x[:, lo:hi], "w": w}),
+        for sess, key, extra in ((conv, "conv", {"x": x[:, :, lo:hi], "w": w}),
                                  (gdn, "gdn", feeds | {"qkv": y, "a": a[:, lo:hi], "b": b[:, lo:hi]})):
             binding = sess.io_binding()
             binding.bind_output(sess.get_outputs()[0].name, "cpu")
