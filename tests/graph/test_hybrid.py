@@ -61,3 +61,20 @@ def test_the_multimodal_layout_builds_its_language_model_and_reports_what_it_lef
 def test_the_causal_layout_reports_nothing_left_out(fp32_bundles):
     manifest = json.loads((fp32_bundles(("dense", "causal", "untied")) / "manifest.json").read_text())
     assert "left_out" not in manifest["source"]
+
+
+def test_linear_layers_use_separate_projections_and_a_channels_first_conv(fp32_bundles):
+    """The layout onnxruntime's CPU provider runs fastest (graph/hybrid_decoder.py): no Split after a
+    projection, and the conv fed [batch, channels, seq] between two Transposes."""
+    import onnx
+
+    graph = onnx.load(str(fp32_bundles(("dense", "causal", "untied")) / "model.onnx"), load_external_data=False).graph
+    layer0 = [n for n in graph.node if n.name.startswith("/model/layers.0/")]
+    projections = {n.name.split("/")[-2] for n in layer0 if n.op_type == "MatMul"}
+    assert {"qkv_proj", "z_proj", "b_proj", "a_proj", "gate_proj", "up_proj"} <= projections
+    splits = [n.name for n in layer0 if n.op_type == "Split"]
+    assert splits == ["/model/layers.0/linear_attn/qkv_split/Split"]
+    conv = next(n for n in layer0 if n.op_type == "CausalConvWithState")
+    producer = {o: n for n in layer0 for o in n.output}
+    assert producer[conv.input[0]].op_type == "Transpose"
+    assert all(a.name != "channels_last" or a.i == 0 for a in conv.attribute)

@@ -431,3 +431,20 @@ def test_quantize_never_produces_bad_codes_or_scales(w, bits, block_size, symmet
     # constant blocks are exact
     if np.ptp(w) == 0:
         np.testing.assert_allclose(deq, w, rtol=1e-6, atol=1e-27)
+
+
+@pytest.mark.parametrize("method, symmetric, bits", [("rtn", False, 4), ("search", False, 4), ("search", True, 4),
+                                                     ("search", True, 8)])
+def test_row_ranges_of_a_quantized_matrix_are_the_rows_quantized_alone(method, symmetric, bits):
+    """graph/linear.linear_parts cuts fused projections (qkv | z, gate | up) out of one quantized
+    matrix: that is only exact because every row's blocks, scales and zero points are its own."""
+    w = np.random.default_rng(3).normal(size=(24, 96)).astype(np.float32)
+    spec = QuantSpec(bits=bits, block_size=32, symmetric=symmetric, method=method)
+    whole = quantize_blockwise(w, spec)
+    for lo, hi in ((0, 16), (16, 24), (5, 6)):
+        alone, part = quantize_blockwise(w[lo:hi], spec), whole.rows(lo, hi)
+        assert part.n == hi - lo and part.k == whole.k
+        for a, b in zip(alone.matmul_nbits_tensors(np.float32).values(), part.matmul_nbits_tensors(np.float32).values()):
+            np.testing.assert_array_equal(a, b)
+    with pytest.raises(QuantizationError, match="rows"):
+        whole.rows(20, 30)
