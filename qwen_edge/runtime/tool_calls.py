@@ -6,7 +6,8 @@ Two spellings:
 * XML (Qwen3-Coder, Qwen3.5): `<function=get_weather>` then `<parameter=city>` blocks, each value on its
   own lines, `</parameter>`, `</function>`. Values are text; they are converted by the type the tool's JSON
   schema gives the parameter (integer, number, boolean, null, object, array), and kept as strings where it
-  gives none, says string, or the text does not fit the type.
+  gives none, says string, or the text does not fit the type. A JSON object in place of the parameter
+  blocks is read as the arguments (seen from fine-tuned models).
 
 Anything else is not a call: `parse_block` returns None and the caller shows the block as text.
 """
@@ -97,8 +98,14 @@ def _parse_xml(text: str, schemas: Mapping[str, Mapping[str, Any]]) -> tuple[str
     name, inner = match.group(1).strip(), match.group(2)
     if not name:
         return None
+    if inner.strip().startswith("{"):  # some fine-tunes put JSON arguments inside <function=...>
+        try:
+            arguments = _loads(inner.strip())
+        except ValueError:
+            return None
+        return (name, arguments) if isinstance(arguments, dict) else None
     properties = schemas.get(name, {})
-    arguments: dict[str, Any] = {}
+    arguments = {}
     pos = 0
     while True:
         while pos < len(inner) and inner[pos].isspace():

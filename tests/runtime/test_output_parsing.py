@@ -115,6 +115,10 @@ CASES = {
     "xml_stray_text": (
         "<tool_call>\n<function=get_weather>\ncity is Paris\n</function>\n</tool_call>", T,
         "<tool_call>\n<function=get_weather>\ncity is Paris\n</function>\n</tool_call>", None, []),
+    "xml_with_a_json_body": ('<tool_call>\n<function=get_weather>\n{"city": "Oslo", "days": 2}\n</function>\n</tool_call>',
+                            T, "", None, [("get_weather", {"city": "Oslo", "days": 2})]),
+    "xml_with_a_broken_json_body": ('<tool_call>\n<function=get_weather>\n{"city": \n</function>\n</tool_call>', T,
+                                    '<tool_call>\n<function=get_weather>\n{"city": \n</function>\n</tool_call>', None, []),
     "xml_unterminated_complete": ("<tool_call>\n<function=get_time>\n</function>", T, "", None, [("get_time", {})]),
     "xml_unterminated_incomplete": ("<tool_call>\n<function=get_weather>\n<parameter=ci", T,
                                     "<tool_call>\n<function=get_weather>\n<parameter=ci", None, []),
