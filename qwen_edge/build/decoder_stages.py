@@ -17,7 +17,7 @@ import numpy as np
 
 from .. import __version__
 from ..bundle.files import AheadDigests
-from ..bundle.genai_config import genai_config
+from ..bundle.genai_config import genai_config, special_token_ids
 from ..checkpoint.limits import check_build_budget
 from ..errors import CheckpointError, ConfigError
 from ..graph.builder import GraphBuilder
@@ -134,9 +134,11 @@ class DecoderStages:
                 progress("smoke test", 1, 1)
         passes = run_passes(target, stage, spec, self.precision, self.context, self.builder, progress)
         if passes.model_file.endswith((".onnx", ".ort")):
+            tokenizer = stage / "tokenizer.json"
             gen = genai_config(spec, model_type=str(ckpt.config.get("model_type", "qwen2")),
                                context_length=self.context, generation=ckpt.generation, filename=passes.model_file,
-                               provider_options=genai_provider_options(target))
+                               provider_options=genai_provider_options(target),
+                               special_tokens=special_token_ids(tokenizer) if tokenizer.is_file() else None)
             (stage / "genai_config.json").write_text(json.dumps(gen, indent=2, sort_keys=True) + "\n")
         sections: dict[str, Any] = {
             "precision": self.precision.to_dict() | {"name": self.precision.name},

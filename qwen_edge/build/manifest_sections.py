@@ -1,5 +1,6 @@
 """The manifest sections every build writes, whatever made the model files: the tool, the source
-checkpoint, the architecture, the target, the runtime settings and the generation ids."""
+checkpoint, the architecture, the target, the runtime settings, the generation ids and the checkpoint's
+recommended sampling."""
 
 from __future__ import annotations
 
@@ -43,6 +44,15 @@ def target_section(target) -> dict[str, Any]:
     }
 
 
+SAMPLING_FIELDS = ("do_sample", "temperature", "top_k", "top_p", "repetition_penalty")
+
+
+def sampling_record(generation) -> dict[str, Any]:
+    """generation_config.json's sampling fields as the checkpoint gives them (absent ones left out): the
+    runtime's default sampling (SamplingParams.from_generation_config reads this)."""
+    return {k: getattr(generation, k) for k in SAMPLING_FIELDS if getattr(generation, k) is not None}
+
+
 def common_sections(ckpt, request, spec, target, fingerprint: dict[str, Any]) -> dict[str, Any]:
     """The sections below; a builder's own sections (precision, io, weights, passes...) are added to them."""
     return {
@@ -63,5 +73,6 @@ def common_sections(ckpt, request, spec, target, fingerprint: dict[str, Any]) ->
             "eos_token_ids": list(ckpt.generation.eos_token_ids),
             "bos_token_id": ckpt.generation.bos_token_id,
             "pad_token_id": ckpt.generation.pad_token_id,
+            "sampling": sampling_record(ckpt.generation),
         },
     }

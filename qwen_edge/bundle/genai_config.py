@@ -1,11 +1,62 @@
 """genai_config.json, so that a bundle also runs unmodified in onnxruntime-genai.
 
-`spec` is the model's qwen_edge.arch.ArchSpec (read for its sizes only).
+`spec` is the model's qwen_edge.arch.ArchSpec (read for its sizes only); `generation` the checkpoint's
+GenerationDefaults, whose sampling fields become the `search` defaults (as onnxruntime-genai's own builder
+does from generation_config.json).
 """
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
+
+# The tool-call / reasoning token ids onnxruntime-genai 0.18 reads from `model` (its builder's
+# add_special_token_ids, models/builder.py, writes them with these candidate tokens, first found wins).
+SPECIAL_TOKEN_KEYS = {
+    "bot_token_id": ("<tool_call>", "<|tool_call|>"),
+    "eot_token_id": ("</tool_call>", "<|/tool_call|>"),
+    "bor_token_id": ("<think>",),
+    "eor_token_id": ("</think>",),
+}
+# transformers' GenerationConfig defaults for the fields a generation_config.json leaves out.
+_SAMPLING_DEFAULTS = {"temperature": 1.0, "top_k": 50, "top_p": 1.0, "repetition_penalty": 1.0}
+
+
+def special_token_ids(tokenizer_json: Path) -> dict[str, int]:
+    """{genai key: token id} for the reasoning and tool-call tags that tokenizer.json has as added tokens."""
+    data = json.loads(Path(tokenizer_json).read_text(encoding="utf-8"))
+    added = {t.get("content"): t.get("id") for t in data.get("added_tokens") or () if isinstance(t, dict)}
+    out = {}
+    for key, candidates in SPECIAL_TOKEN_KEYS.items():
+        for token in candidates:
+            if isinstance(added.get(token), int):
+                out[key] = added[token]
+                break
+    return out
+
+
+def search_section(generation, context_length: int, share_buffer: bool) -> dict[str, Any]:
+    """genai's `search` defaults: the checkpoint's sampling (transformers' defaults for fields it omits),
+    greedy (top_k 1) when it does not sample; max_length is always the context length."""
+    penalty = generation.repetition_penalty if generation.repetition_penalty is not None else 1.0
+    sampling = {"do_sample": False, "temperature": 1.0, "top_k": 1, "top_p": 1.0, "repetition_penalty": penalty}
+    if generation.do_sample and generation.temperature != 0:
+        sampling = {"do_sample": True, "repetition_penalty": penalty} | {
+            key: getattr(generation, key) if getattr(generation, key) is not None else default
+            for key, default in _SAMPLING_DEFAULTS.items() if key != "repetition_penalty"}
+    return {
+        "diversity_penalty": 0.0,
+        "early_stopping": True,
+        "length_penalty": 1.0,
+        "max_length": context_length,
+        "min_length": 0,
+        "no_repeat_ngram_size": 0,
+        "num_beams": 1,
+        "num_return_sequences": 1,
+        "past_present_share_buffer": share_buffer,
+        **sampling,
+    }
 
 # onnxruntime-genai picks its model class by type and knows no MoE variants; our MoE graphs have the
 # dense decoder's IO, so they run as the dense type.
@@ -15,7 +66,9 @@ GENAI_MODEL_TYPES = {"qwen3_moe": "qwen3", "qwen2_moe": "qwen2", "qwen3_5": "qwe
 
 
 def genai_config(spec, *, model_type: str, context_length: int, generation, filename: str = "model.onnx",
-                 provider_options: list[dict[str, Any]] | None = None, share_buffer: bool = False) -> dict[str, Any]:
+                 provider_options: list[dict[str, Any]] | None = None, share_buffer: bool = False,
+                 special_tokens: dict[str, int] | None = None) -> dict[str, Any]:
+    """special_tokens: special_token_ids() of the bundle's tokenizer, written into `model`."""
     inputs = {"input_ids": "input_ids", "attention_mask": "attention_mask",
               "past_key_names": "past_key_values.%d.key", "past_value_names": "past_key_values.%d.value"}
     outputs = {"logits": "logits", "present_key_names": "present.%d.key", "present_value_names": "present.%d.value"}
@@ -25,7 +78,7 @@ def genai_config(spec, *, model_type: str, context_length: int, generation, file
     eos = list(generation.eos_token_ids)
     pad = generation.pad_token_id if generation.pad_token_id is not None else eos[0]
     bos = generation.bos_token_id if generation.bos_token_id is not None else pad
-    return {
+    config = {
         "model": {
             "bos_token_id": bos,
             "context_length": context_length,
@@ -45,20 +98,9 @@ def genai_config(spec, *, model_type: str, context_length: int, generation, file
             "type": GENAI_MODEL_TYPES.get(model_type, model_type),
             "vocab_size": spec.vocab_size,
         },
-        "search": {
-            "diversity_penalty": 0.0,
-            "do_sample": False,
-            "early_stopping": True,
-            "length_penalty": 1.0,
-            "max_length": context_length,
-            "min_length": 0,
-            "no_repeat_ngram_size": 0,
-            "num_beams": 1,
-            "num_return_sequences": 1,
-            "past_present_share_buffer": share_buffer,
-            "repetition_penalty": 1.0,
-            "temperature": 1.0,
-            "top_k": 1,
-            "top_p": 1.0,
-        },
+        "search": search_section(generation, context_length, share_buffer),
     }
+    for key in SPECIAL_TOKEN_KEYS:
+        if special_tokens and key in special_tokens:
+            config["model"][key] = int(special_tokens[key])
+    return config
