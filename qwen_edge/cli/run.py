@@ -20,10 +20,12 @@ def add_parsers(sub) -> None:
                    help="chat with the bundle's template: one MESSAGE, or without one, a conversation on stdin")
     r.add_argument("--template-vars", help='JSON object of extra chat template variables, e.g. {"enable_thinking": false}')
     r.add_argument("--max-new-tokens", type=int, default=128)
-    r.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
-    r.add_argument("--top-k", type=int, default=0)
-    r.add_argument("--top-p", type=float, default=1.0)
-    r.add_argument("--repetition-penalty", type=float, default=1.0)
+    r.add_argument("--greedy", action="store_true",
+                   help="greedy decoding (default: the checkpoint's recommended sampling, greedy if it has none)")
+    r.add_argument("--temperature", type=float, default=None, help="sample at this temperature (0 = greedy)")
+    r.add_argument("--top-k", type=int, default=None)
+    r.add_argument("--top-p", type=float, default=None)
+    r.add_argument("--repetition-penalty", type=float, default=None)
     r.add_argument("--seed", type=int, default=None)
     add_runtime_options(r)
     add_common(r)
@@ -47,12 +49,30 @@ def _runtime_options(args: argparse.Namespace):
                           verify_signature=getattr(args, "public_key", None))
 
 
-def _sampling(args: argparse.Namespace):
+_SAMPLING_FLAGS = ("temperature", "top_k", "top_p", "repetition_penalty", "seed")
+
+
+def _sampling(args: argparse.Namespace, gen):
+    """None (the bundle's defaults) unless --greedy or a sampling flag is given; flags override the bundle's
+    defaults one by one."""
+    import dataclasses
+
     from ..runtime import SamplingParams
 
-    return SamplingParams(do_sample=args.temperature > 0, temperature=args.temperature if args.temperature > 0 else 1.0,
-                          top_k=args.top_k, top_p=args.top_p, repetition_penalty=args.repetition_penalty,
-                          seed=args.seed)
+    given = {k: getattr(args, k) for k in _SAMPLING_FLAGS if getattr(args, k) is not None}
+    if args.greedy:
+        if set(given) - {"repetition_penalty", "seed"}:
+            raise ConfigError("--greedy: do not combine with --temperature, --top-k or --top-p")
+        return SamplingParams.greedy(repetition_penalty=given.get("repetition_penalty", 1.0))
+    if not given:
+        return None
+    base = getattr(gen, "default_sampling", None) or SamplingParams.greedy()
+    if given.get("temperature") == 0:
+        given.pop("temperature")
+        return dataclasses.replace(base, do_sample=False, **given)
+    if "temperature" in given or "top_k" in given or "top_p" in given:
+        given["do_sample"] = True
+    return dataclasses.replace(base, **given)
 
 
 def _template_vars(args: argparse.Namespace) -> dict:
@@ -78,7 +98,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         prompt = gen.render_chat([{"role": "user", "content": args.chat}], **_template_vars(args))
     else:
         prompt = args.prompt
-    g = gen.start(prompt, max_new_tokens=args.max_new_tokens, sampling=_sampling(args))
+    g = gen.start(prompt, max_new_tokens=args.max_new_tokens, sampling=_sampling(args, gen))
     if args.json:
         with native_stdout_to_stderr():
             text = "".join(g)
@@ -110,7 +130,7 @@ def _interactive_chat(gen, args: argparse.Namespace) -> int:
             return 0
         messages.append({"role": "user", "content": line.rstrip("\n")})
         g = gen.start(gen.render_chat(messages, **extra), max_new_tokens=args.max_new_tokens,
-                      sampling=_sampling(args))
+                      sampling=_sampling(args, gen))
         reply = []
         for piece in g:
             reply.append(piece)

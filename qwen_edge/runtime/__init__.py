@@ -11,8 +11,11 @@ May import: qwen_edge.bundle (the manifest schema, signatures) and qwen_edge.err
 
 from dataclasses import fields
 
+from .chat_generation import DEFAULT_BUDGET_MESSAGE, ChatGeneration
+from .chat_types import ChatDelta, ToolCall, ToolCallDelta
 from .errors import ContextOverflowError, GenerationError, InvalidRequestError, TemplateError
-from .generator import Generation, GenerationResult, GenerationStats, Generator
+from .generator import Generation, Generator
+from .results import GenerationResult, GenerationStats
 from .model import Model, RuntimeOptions
 from .sampling import SamplingParams
 
@@ -30,6 +33,7 @@ def load(bundle_dir, **options) -> Generator:
 
 
 __all__ = [
+    "ChatDelta", "ChatGeneration", "DEFAULT_BUDGET_MESSAGE", "ToolCall", "ToolCallDelta",
     "ContextOverflowError", "GenerationError", "InvalidRequestError", "TemplateError",
     "Generation", "GenerationResult", "GenerationStats", "Generator", "Model", "RuntimeOptions",
     "SamplingParams", "load",

@@ -145,18 +145,66 @@ def _check_messages(messages) -> list[dict]:
         if content is None:
             if not message.get("tool_calls"):
                 raise InvalidRequestError(f"{where}: 'content' is None but the message has no tool_calls")
+        elif isinstance(content, (list, tuple)):
+            content = _join_text_parts(content, f"{where}.content")
         elif not isinstance(content, str):
-            raise InvalidRequestError(f"{where}: 'content' must be a string, got {type(content).__name__}")
+            raise InvalidRequestError(f"{where}: 'content' must be a string or a list of text parts, got "
+                                      f"{type(content).__name__}")
         tool_calls = message.get("tool_calls")
         if tool_calls is not None and not isinstance(tool_calls, (list, tuple)):
             raise InvalidRequestError(f"{where}: 'tool_calls' must be a list, got {type(tool_calls).__name__}")
         # As transformers: keys whose value is None are dropped (templates test for presence, not None).
         plain = {key: value for key, value in _plain(message, where).items() if value is not None}
+        if content is not None:
+            plain["content"] = content
+        if tool_calls:
+            plain["tool_calls"] = [_tool_call(call, f"{where}.tool_calls[{j}]") for j, call in enumerate(plain["tool_calls"])]
         reasoning = next((plain[key] for key in _REASONING_FIELDS if plain.get(key) is not None), None)
         if reasoning is not None:
             plain = {"thinking": reasoning, **plain, "reasoning_content": reasoning}
         out.append(plain)
     return out
+
+
+def _join_text_parts(parts, where: str) -> str:
+    """OpenAI content parts [{"type": "text", "text": ...}, ...] as one string: the texts joined with
+    nothing between them, as Qwen's multimodal templates render a list of text items."""
+    texts = []
+    for j, part in enumerate(parts):
+        if not isinstance(part, Mapping):
+            raise InvalidRequestError(f"{where}[{j}] must be a dict, got {type(part).__name__}")
+        kind = part.get("type", "text" if "text" in part else None)
+        if kind != "text":
+            raise InvalidRequestError(f"{where}[{j}].type {kind!r} is not supported (only 'text' parts)")
+        text = part.get("text")
+        if not isinstance(text, str):
+            raise InvalidRequestError(f"{where}[{j}].text must be a string, got {type(text).__name__}")
+        texts.append(text)
+    return "".join(texts)
+
+
+def _tool_call(call: Any, where: str) -> dict:
+    """A tool call of an assistant message, with its arguments as a dict: OpenAI sends them as a JSON string,
+    Qwen's templates iterate them as a mapping (Qwen3.5, Qwen3-Coder) or print them with tojson (Qwen2.5)."""
+    if not isinstance(call, dict):
+        raise InvalidRequestError(f"{where} must be a dict, got {type(call).__name__}")
+    function = call.get("function", call)
+    if not isinstance(function, dict):
+        raise InvalidRequestError(f"{where}.function must be a dict, got {type(function).__name__}")
+    fwhere = f"{where}.function" if "function" in call else where
+    if not isinstance(function.get("name"), str):
+        raise InvalidRequestError(f"{fwhere}.name must be a string, got {function.get('name')!r}")
+    arguments = function.get("arguments")
+    if isinstance(arguments, str):
+        try:
+            arguments = json.loads(arguments) if arguments.strip() else {}
+        except json.JSONDecodeError as exc:
+            raise InvalidRequestError(f"{fwhere}.arguments is not valid JSON ({exc.msg} at {exc.pos})") from None
+        if not isinstance(arguments, dict):
+            raise InvalidRequestError(f"{fwhere}.arguments must be a JSON object, got {type(arguments).__name__}")
+        function = {**function, "arguments": arguments}
+        call = {**call, "function": function} if "function" in call else function
+    return call
 
 
 def _check_tools(tools) -> list[dict] | None:

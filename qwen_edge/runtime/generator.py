@@ -4,43 +4,29 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field
+from collections import deque
 from typing import Iterator, Sequence
 
 import numpy as np
 import onnxruntime as ort
 
+from .chat_generation import DEFAULT_BUDGET_MESSAGE, ChatGeneration, check_template_vars
 from .errors import ContextOverflowError, InvalidRequestError
 from .model import Model
+from .results import GenerationResult, GenerationStats
 from .sampling import Sampler, SamplingParams
 from .streaming import TextStreamer
 
 MAX_NEW_TOKENS_LIMIT = 1 << 20
 
 
-@dataclass
-class GenerationStats:
-    prompt_tokens: int = 0
-    new_tokens: int = 0
-    time_to_first_token_s: float = 0.0
-    decode_s: float = 0.0
-    finish_reason: str = ""  # "eos", "length"
-
-    @property
-    def decode_tokens_per_s(self) -> float:
-        steps = self.new_tokens - 1
-        return steps / self.decode_s if steps > 0 and self.decode_s > 0 else 0.0
-
-
-@dataclass
-class GenerationResult:
-    text: str
-    token_ids: list[int]
-    stats: GenerationStats = field(default_factory=GenerationStats)
-
-
 class Generation:
-    """One generation: an iterator of text pieces. `token_ids` and `stats` fill in as it runs."""
+    """One generation: an iterator of text pieces. `token_ids` and `stats` fill in as it runs.
+
+    `close()` ends it early (a client went away): the KV cache goes back to the model's pool at once when
+    called from the consuming thread between pieces, otherwise before the next decode step; the stats then
+    say "cancelled". Iterating a closed generation yields nothing more.
+    """
 
     def __init__(self, model: Model, prompt_ids: np.ndarray, max_new_tokens: int, sampling: SamplingParams,
                  stop_token_ids: Sequence[int] | None):
@@ -53,8 +39,8 @@ class Generation:
         if needed > model.context_length:
             raise ContextOverflowError(
                 f"prompt of {len(prompt_ids)} tokens plus max_new_tokens {max_new_tokens} = {needed} "
-                f"exceeds the context length {model.context_length}"
-            )
+                f"exceeds the context length {model.context_length}",
+                n_prompt_tokens=len(prompt_ids), n_ctx=model.context_length)
         self.model = model
         self.prompt_ids = prompt_ids
         self.max_new_tokens = int(max_new_tokens)
@@ -65,19 +51,51 @@ class Generation:
         self._streamer = TextStreamer(model.tokenizer, skip_special_tokens=True)
         self._claim = threading.Lock()
         self._claimed = False
+        self._forced: deque[int] = deque()
+        self._closed = False
+        self._running: list = []  # the Python generators of this run, closed by close()
 
-    def _start_once(self) -> None:
-        """A Generation runs once, in one thread; a second iteration is an error, not a silent re-run."""
+    def _start_once(self) -> bool:
+        """A Generation runs once, in one thread; a second iteration is an error, not a silent re-run.
+        False when it was closed before it started."""
         with self._claim:
             if self._claimed:
                 raise InvalidRequestError("this Generation has already been iterated (each one runs once, in one "
                                           "thread); call Generator.start again for another")
             self._claimed = True
+            return not self._closed
+
+    def force(self, token_ids: Sequence[int]) -> None:
+        """Make the next tokens `token_ids` instead of sampling them (each still runs through the model, is
+        yielded and counts against max_new_tokens). For use by the consumer between tokens."""
+        ids = self.model.check_ids(np.asarray(list(token_ids), dtype=np.int64))
+        self._forced.extend(int(i) for i in ids)
+
+    def close(self) -> None:
+        """Stop generating and give the KV cache back (see the class docstring). Safe to call more than once."""
+        with self._claim:
+            if self._closed:
+                return
+            self._closed = True
+            if self.stats.finish_reason == "":
+                self.stats.finish_reason = "cancelled"
+        for it in reversed(self._running):
+            try:
+                it.close()
+            except ValueError:  # running in another thread: it sees _closed before its next step
+                pass
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     def tokens(self) -> Iterator[int]:
         """Yield new token ids (stop tokens are not yielded)."""
-        self._start_once()
-        return self._tokens()
+        if not self._start_once():
+            return iter(())
+        it = self._tokens()
+        self._running.append(it)
+        return it
 
     def _tokens(self) -> Iterator[int]:
         model = self.model
@@ -92,12 +110,13 @@ class Generation:
             logits = model.step(cache, self.prompt_ids, mask, last_only=True)[-1]
             binding = None  # made after the first token, so that it does not count in its latency
             first = None
-            while True:
-                token = self.sampler(logits)
+            while not self._closed:
+                forced = bool(self._forced)
+                token = self._forced.popleft() if forced else self.sampler(logits)
                 if first is None:
                     first = time.perf_counter()
                     self.stats.time_to_first_token_s = first - start
-                if token in self.stop_ids:
+                if token in self.stop_ids and not forced:
                     self.stats.finish_reason = "eos"
                     break
                 self.token_ids.append(token)
@@ -106,6 +125,8 @@ class Generation:
                 if len(self.token_ids) >= self.max_new_tokens:
                     self.stats.finish_reason = "length"
                     break
+                if self._closed:
+                    break
                 self.sampler.observe((token,))
                 token_buf[0] = token
                 if binding is None:
@@ -113,17 +134,26 @@ class Generation:
                 logits = model.step(cache, token_buf, mask, step_out, binding=binding)[-1]
             self.stats.decode_s = time.perf_counter() - first if first is not None else 0.0
         finally:
+            if self._closed and self.stats.finish_reason == "":
+                self.stats.finish_reason = "cancelled"
             model.release_cache(cache)
 
     def __iter__(self) -> Iterator[str]:
-        self._start_once()
-        return self._pieces()
+        if not self._start_once():
+            return iter(())
+        it = self._pieces()
+        self._running.append(it)
+        return it
 
     def _pieces(self) -> Iterator[str]:
-        for token in self._tokens():
+        tokens = self._tokens()
+        self._running.append(tokens)
+        for token in tokens:
             piece = self._streamer.push(token)
             if piece:
                 yield piece
+        if self._closed:
+            return
         tail = self._streamer.flush()
         if tail:
             yield tail
@@ -178,10 +208,17 @@ class Generator:
             raise InvalidRequestError("token id out of the int64 range")
         return np.asarray(ids, dtype=np.int64)
 
+    @property
+    def default_sampling(self) -> SamplingParams:
+        """The bundle's recommended sampling (from the checkpoint's generation_config.json; greedy when it
+        has none). `sampling=None` in every call means this; `SamplingParams.greedy()` is greedy."""
+        return self.model.default_sampling
+
     def start(self, prompt, *, max_new_tokens: int = 128, sampling: SamplingParams | None = None,
               stop_token_ids: Sequence[int] | None = None) -> Generation:
-        return Generation(self.model, self._prompt_ids(prompt), max_new_tokens, sampling or SamplingParams(),
-                          stop_token_ids)
+        """A raw completion of `prompt` (text or token ids), not templated or parsed."""
+        return Generation(self.model, self._prompt_ids(prompt), max_new_tokens,
+                          self.default_sampling if sampling is None else sampling, stop_token_ids)
 
     def stream(self, prompt, **kwargs) -> Iterator[str]:
         return iter(self.start(prompt, **kwargs))
@@ -194,8 +231,26 @@ class Generator:
     def render_chat(self, messages, *, add_generation_prompt: bool = True, **template_vars) -> str:
         return self.model.chat_template.render(messages, add_generation_prompt=add_generation_prompt, **template_vars)
 
-    def chat(self, messages, *, template_vars: dict | None = None, **kwargs) -> GenerationResult:
-        return self.generate(self.render_chat(messages, **(template_vars or {})), **kwargs)
+    def start_chat(self, messages, *, tools: list[dict] | None = None, template_vars: dict | None = None,
+                   thinking_budget: int | None = None, thinking_budget_message: str = DEFAULT_BUDGET_MESSAGE,
+                   max_new_tokens: int = 128, sampling: SamplingParams | None = None,
+                   stop_token_ids: Sequence[int] | None = None) -> ChatGeneration:
+        """Render `messages` (OpenAI shape: content parts, tool_calls) with the bundle's template and start
+        answering. The answer streams as ChatDelta pieces split into reasoning, content and tool calls (tool
+        calls are parsed when `tools` are given). `template_vars` reach the template (e.g.
+        {"enable_thinking": False}). With `thinking_budget=N`, after N reasoning tokens the runtime inserts
+        `thinking_budget_message` (which must contain "</think>") and the model goes on with the answer."""
+        extra = check_template_vars(template_vars)
+        prompt = self.render_chat(messages, tools=tools, **extra)
+        generation = self.start(prompt, max_new_tokens=max_new_tokens, sampling=sampling,
+                                stop_token_ids=stop_token_ids)
+        return ChatGeneration.for_prompt(generation, prompt, self.model, tools=tools,
+                                         thinking_budget=thinking_budget, budget_message=thinking_budget_message)
+
+    def chat(self, messages, **kwargs) -> GenerationResult:
+        """start_chat(...).result(): the whole answer, parsed."""
+        return self.start_chat(messages, **kwargs).result()
 
     def stream_chat(self, messages, *, template_vars: dict | None = None, **kwargs) -> Iterator[str]:
-        return self.stream(self.render_chat(messages, **(template_vars or {})), **kwargs)
+        """The answer's raw text pieces (reasoning and tags included); start_chat gives them parsed."""
+        return self.stream(self.render_chat(messages, **check_template_vars(template_vars)), **kwargs)

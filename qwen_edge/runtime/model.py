@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import threading
@@ -18,7 +19,9 @@ from ..errors import BundleError
 from .bundle_check import check_bundle
 from .errors import ContextOverflowError, InvalidRequestError
 from .kv_cache import CacheLayout, KVCache
+from .sampling import SamplingParams
 
+GENERATION_CONFIG = "generation_config.json"
 LOGITS_TO_KEEP = "logits_to_keep"  # the decoder graph's optional input (graph/decoder.py)
 
 _DTYPES = {"fp32": np.float32, "fp16": np.float16}
@@ -56,6 +59,27 @@ def _session_options(opts: RuntimeOptions, recommended: dict[str, Any]) -> ort.S
     return so
 
 
+def _default_sampling(bundle: Path, manifest: dict[str, Any]) -> SamplingParams:
+    """The checkpoint's recommended sampling: the manifest's `generation.sampling` (bundles record it when
+    built), else the bundle's generation_config.json (older bundles), else greedy."""
+    recorded = manifest.get("generation", {}).get("sampling")
+    if recorded is not None:
+        where, config = f"{bundle / manifest_mod.MANIFEST_NAME}: generation.sampling", recorded
+    else:
+        path = bundle / GENERATION_CONFIG
+        if not path.is_file():
+            return SamplingParams.greedy()
+        where = str(path)
+        try:
+            config = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise BundleError(f"{where}: not readable JSON ({exc})".splitlines()[0]) from None
+    try:
+        return SamplingParams.from_generation_config(config)
+    except InvalidRequestError as exc:
+        raise BundleError(f"{where}: {exc}") from None
+
+
 class Model:
     """A loaded bundle: session, tokenizer, chat template and a pool of KV caches.
 
@@ -77,6 +101,7 @@ class Model:
         self.kv_dtype = _DTYPES[io["kv_dtype"]]
         self.cache_layout = CacheLayout.from_io(io)
         self.eos_token_ids = tuple(self.manifest["generation"]["eos_token_ids"])
+        self.default_sampling = _default_sampling(self.path, self.manifest)
         model_path = self.path / io["model_file"]
         try:
             self.session = ort.InferenceSession(
@@ -153,8 +178,8 @@ class Model:
         total = cache.length + n
         if total > cache.capacity:
             raise ContextOverflowError(
-                f"sequence of {total} tokens exceeds the bundle's context length {cache.capacity}"
-            )
+                f"sequence of {total} tokens exceeds the bundle's context length {cache.capacity}",
+                n_prompt_tokens=total, n_ctx=cache.capacity)
         if last_only and n > 1 and cache.length == 0 and self._last_logits_only is not None:
             return self._prefill_last_only(cache, ids, mask)
         if binding is None:

@@ -54,9 +54,16 @@ def _integer(name: str, value) -> int:
     return int(value)
 
 
+# transformers' GenerationConfig defaults, for fields a generation_config.json leaves out.
+HF_SAMPLING_DEFAULTS = {"temperature": 1.0, "top_k": 50, "top_p": 1.0, "repetition_penalty": 1.0}
+GENERATION_CONFIG_FIELDS = ("do_sample", "temperature", "top_k", "top_p", "repetition_penalty")
+
+
 @dataclass(frozen=True)
 class SamplingParams:
-    """How to pick each next token. The defaults are greedy decoding."""
+    """How to pick each next token. `SamplingParams()` is greedy decoding (explicit defaults below), as is
+    `SamplingParams.greedy()`; a model's recommended settings come from `from_generation_config` (what
+    `Generator.default_sampling` returns and what `sampling=None` means in the Generator's calls)."""
 
     do_sample: bool = False  # False -> greedy (argmax, after the repetition penalty) regardless of the rest
     temperature: float = 1.0  # > 0 when do_sample
@@ -93,6 +100,30 @@ class SamplingParams:
             if seed < 0:
                 raise InvalidRequestError(f"seed must be >= 0, got {seed}")
             fix(self, "seed", seed)
+
+
+    @classmethod
+    def greedy(cls, *, repetition_penalty: float = 1.0) -> "SamplingParams":
+        """Greedy decoding (argmax after the optional repetition penalty)."""
+        return cls(do_sample=False, repetition_penalty=repetition_penalty)
+
+    @classmethod
+    def from_generation_config(cls, config: dict) -> "SamplingParams":
+        """The sampling a Hugging Face generation_config.json asks for, with transformers' defaults for the
+        fields it leaves out (top_k 50 when sampling). Without do_sample it is greedy (the repetition penalty
+        still applies, as in transformers); a temperature of 0 also means greedy."""
+        if not isinstance(config, dict):
+            raise InvalidRequestError(f"generation config must be a JSON object, got {type(config).__name__}")
+        values = {k: config[k] for k in GENERATION_CONFIG_FIELDS if config.get(k) is not None}
+        penalty = values.get("repetition_penalty", HF_SAMPLING_DEFAULTS["repetition_penalty"])
+        do_sample = values.get("do_sample", False)
+        if not isinstance(do_sample, bool):
+            raise InvalidRequestError(f"do_sample must be a bool, got {do_sample!r}")
+        if not do_sample or values.get("temperature") == 0:
+            return cls.greedy(repetition_penalty=penalty)
+        return cls(do_sample=True, temperature=values.get("temperature", HF_SAMPLING_DEFAULTS["temperature"]),
+                   top_k=values.get("top_k", HF_SAMPLING_DEFAULTS["top_k"]),
+                   top_p=values.get("top_p", HF_SAMPLING_DEFAULTS["top_p"]), repetition_penalty=penalty)
 
 
 class Sampler:

@@ -259,7 +259,7 @@ def test_sandbox(source):
     [{"role": "user"}],
     [{"role": "user", "content": None}],
     [{"role": "user", "content": 42}],
-    [{"role": "user", "content": [{"type": "text", "text": "hi"}]}],
+    [{"role": "user", "content": [{"type": "image", "image": "x.png"}]}],
     [{"role": "assistant", "content": None, "tool_calls": "call()"}],
     [{"role": "user", "content": "x", "meta": object()}],
     [{"role": "user", "content": "x", "meta": {1: "non-string key"}}],

@@ -148,7 +148,8 @@ class _QnnGeneration:
         self.ids = runner.check_ids(ids)
         if len(self.ids) + max_new_tokens > runner.geo.context:
             raise ContextOverflowError(f"prompt of {len(self.ids)} tokens plus {max_new_tokens} new tokens exceeds "
-                                       f"the bundle's static context of {runner.geo.context} tokens")
+                                       f"the bundle's static context of {runner.geo.context} tokens",
+                                       n_prompt_tokens=len(self.ids), n_ctx=runner.geo.context)
         self.qb, self.max_new_tokens, self.eos = qb, max_new_tokens, eos
         self.token_ids: list[int] = []
         self.stats = GenerationStats(prompt_tokens=len(self.ids))

@@ -104,7 +104,8 @@ class StaticRunner:
         total = cache.length + len(ids)
         if total > self.geo.context:
             raise ContextOverflowError(f"sequence of {total} tokens exceeds the bundle's static context of "
-                                       f"{self.geo.context} tokens (npu-qnn graphs have fixed shapes)")
+                                       f"{self.geo.context} tokens (npu-qnn graphs have fixed shapes)",
+                                       n_prompt_tokens=total, n_ctx=self.geo.context)
         if len(ids) == 1:
             return self._call(cache, ids, 1)
         rows = [self._call(cache, ids[k:k + self.geo.chunk], self.geo.chunk) for k in range(0, len(ids), self.geo.chunk)]
@@ -127,7 +128,8 @@ class StaticRunner:
         ids = self.check_ids(ids)
         if len(ids) + max_new_tokens > self.geo.context:
             raise ContextOverflowError(f"prompt of {len(ids)} tokens plus {max_new_tokens} new tokens exceeds the "
-                                       f"bundle's static context of {self.geo.context} tokens")
+                                       f"bundle's static context of {self.geo.context} tokens",
+                                       n_prompt_tokens=len(ids), n_ctx=self.geo.context)
         cache = self.new_cache()
         logits = self.step(cache, ids)[-1]
         out: list[int] = []
