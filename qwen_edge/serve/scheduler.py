@@ -33,10 +33,25 @@ class Job:
         self._queue: asyncio.Queue = asyncio.Queue()
         self.cancelled = threading.Event()
         self.finished = asyncio.Event()
+        self._on_cancel: list[Callable[[], None]] = []
+
+    def on_cancel(self, callback: Callable[[], None]) -> None:
+        """From the worker: `callback` (thread-safe, e.g. a generation's close()) runs on cancel()."""
+        self._on_cancel.append(callback)
+        if self.cancelled.is_set():
+            callback()
 
     def cancel(self) -> None:
-        """Ask the worker to stop after its current step (idempotent)."""
+        """Stop the work: the worker stops after its current step, and every on_cancel callback runs now
+        (a generation's close() stops it before its next decode step, even mid-tool-call). Idempotent."""
+        if self.cancelled.is_set():
+            return
         self.cancelled.set()
+        for callback in list(self._on_cancel):
+            try:
+                callback()
+            except Exception:  # the worker closes it again in its own thread
+                pass
 
     def post(self, item: Any) -> bool:
         """From the worker thread: hand an item to the loop. False when the loop is gone."""
@@ -119,8 +134,8 @@ class Scheduler:
                 return
         self._running -= 1
 
-    async def submit(self, work: Callable[[threading.Event], Iterable[Any]]) -> Job:
-        """Wait for a slot (or raise QueueFull), then run `work(cancelled)` in a worker thread; its items
+    async def submit(self, work: Callable[[Job], Iterable[Any]]) -> Job:
+        """Wait for a slot (or raise QueueFull), then run `work(job)` in a worker thread; its items
         become the job's events. The slot is freed when the worker has finished, not before."""
         await self._admit()
         loop = asyncio.get_running_loop()
@@ -160,11 +175,11 @@ class Scheduler:
         self._pool.shutdown(wait=True)
 
 
-def _run(work: Callable[[threading.Event], Iterable[Any]], job: Job) -> None:
+def _run(work: Callable[[Job], Iterable[Any]], job: Job) -> None:
     """The worker thread: iterate `work`, post each item, stop when cancelled; always post the end."""
     items = None
     try:
-        items = iter(work(job.cancelled))
+        items = iter(work(job))
         for item in items:
             if not job.post(item) or job.cancelled.is_set():
                 break

@@ -7,12 +7,12 @@ of a stop string is held back until the next piece shows whether it is.
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence, Union
 
 from .adapter import Piece, Stream
 from .errors import ServeError
+from .scheduler import Job
 
 
 @dataclass(frozen=True)
@@ -65,10 +65,13 @@ class StopMatcher:
         return held
 
 
-def events(open_stream: Callable[[], Stream], stops: Sequence[str], cancelled: threading.Event) -> Iterator[Event]:
+def events(open_stream: Callable[[], Stream], stops: Sequence[str], job: Job) -> Iterator[Event]:
     """Opened, then Pieces, then Finished; runs in a worker thread. Stops early, closing the generation,
-    on a stop string or when `cancelled` is set (the client went away)."""
+    on a stop string or when the job is cancelled (the client went away: the job closes the generation
+    from the event loop's thread at once, which the runtime allows)."""
+    cancelled = job.cancelled
     stream = open_stream()
+    job.on_cancel(stream.close)
     try:
         yield Opened(stream.prompt_tokens)
         matcher = StopMatcher(stops)

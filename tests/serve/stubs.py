@@ -30,9 +30,8 @@ class CallDelta:  # the runtime's ToolCallDelta
 
 
 def overflow(n_prompt: int, max_new: int, n_ctx: int) -> ContextOverflowError:
-    exc = ContextOverflowError(f"prompt of {n_prompt} tokens plus max_new_tokens {max_new} exceeds the context {n_ctx}")
-    exc.n_prompt_tokens, exc.n_ctx = n_prompt, n_ctx
-    return exc
+    return ContextOverflowError(f"prompt of {n_prompt} tokens plus max_new_tokens {max_new} exceeds the context "
+                                f"{n_ctx}", n_prompt_tokens=n_prompt, n_ctx=n_ctx)
 
 
 class StubGeneration:
