@@ -84,7 +84,7 @@ class ChatGeneration:
             if not isinstance(budget_message, str) or THINK_END not in budget_message:
                 raise InvalidRequestError(f"thinking_budget_message must be a string containing {THINK_END!r}")
             budget_ids = [int(i) for i in model.encode(budget_message)]
-        parser = OutputParser(reasoning=reasoning, starts_in_reasoning=opened, tools=tools)
+        parser = OutputParser(reasoning=reasoning, starts_in_reasoning=opened, tools=tools or None)
         return cls(generation, parser, model.tokenizer, thinking_budget=thinking_budget, budget_ids=budget_ids)
 
     @property

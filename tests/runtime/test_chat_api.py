@@ -17,7 +17,7 @@ HI = [{"role": "user", "content": "hi"}]
 
 @pytest.fixture(scope="module")
 def gen(bundles) -> Generator:
-    return load(bundles("qwen2", "fp32"))
+    return load(bundles("qwen3", "fp32"))  # its chat answers vary (the tiny qwen2 one repeats "\n")
 
 
 def test_tool_call_as_openai():
@@ -73,18 +73,17 @@ def test_result_finishes_a_partly_consumed_chat(gen):
 def test_close_stops_and_releases_the_cache(gen):
     model = gen.model
     chat = gen.start_chat(HI, max_new_tokens=50, stop_token_ids=())
+    pooled = model._caches.qsize()
     it = iter(chat)
     next(it)
     next(it)
+    assert model._caches.qsize() == max(pooled - 1, 0)
     chat.close()
     assert list(it) == []
     result = chat.result()
     assert result.stats.finish_reason == "cancelled" and result.finish_reason == "stop"
     assert 0 < len(result.token_ids) < 50
-    # the cache went back to the pool at close(), not at garbage collection
-    cache = model.acquire_cache()
-    assert model._caches.qsize() == 0 or cache is not None
-    model.release_cache(cache)
+    assert model._caches.qsize() == max(pooled - 1, 0) + 1  # the cache went back to the pool at close()
     chat.close()  # twice is fine
 
 
