@@ -21,6 +21,7 @@ from typing import Any, AsyncIterator, Awaitable
 
 from sse_starlette.sse import EventSourceResponse
 from starlette.applications import Starlette
+from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -141,7 +142,12 @@ def create_app(engine: Engine, options: ServeOptions = ServeOptions()) -> Starle
         except BaseException:
             job.cancel()
             raise
-        return EventSourceResponse(_sse(job, assembler, request.scope), ping=SSE_PING_S, sep="\n")
+        async def on_close(_message) -> None:
+            job.cancel()
+
+        # The stream's own finally cancels the job; these also cover a client gone before it started.
+        return EventSourceResponse(_sse(job, assembler, request.scope), ping=SSE_PING_S, sep="\n",
+                                   client_close_handler_callable=on_close, background=BackgroundTask(job.cancel))
 
     async def chat_completions(request: Request) -> Response:
         req = parse_chat(await read_json(request, options.max_body_bytes))
