@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,10 @@ from qwen_edge.serve.server import BackgroundServer  # noqa: E402
 from qwen_edge.targets.catalog import load_generator  # noqa: E402
 
 BODY_LIMIT = 64 * 1024
+
+# The servers under test are on loopback: never send their requests through a proxy from the environment.
+for _name in ("NO_PROXY", "no_proxy"):
+    os.environ[_name] = ",".join(filter(None, [os.environ.get(_name), "127.0.0.1", "localhost"]))
 
 
 @contextlib.contextmanager
