@@ -59,13 +59,14 @@ def randomize(model, seed: int, zero_centred_norms: bool = False) -> None:
 
 
 def make_hf_checkpoint(directory: Path, config: dict, *, seed: int = 0, dtype: str = "float32",
-                       max_shard_size: str | None = None) -> Path:
-    """A tiny random checkpoint saved by transformers itself, with randomised biases and norms."""
+                       max_shard_size: str | None = None, **tokenizer_options) -> Path:
+    """A tiny random checkpoint saved by transformers itself, with randomised biases and norms
+    (tokenizer_options: write_tokenizer_files' chat_template and added_tokens)."""
     import torch
     import transformers
 
     directory.mkdir(parents=True, exist_ok=True)
-    tok = write_tokenizer_files(directory, config["vocab_size"])
+    tok = write_tokenizer_files(directory, config["vocab_size"], **tokenizer_options)
     cfg = dict(config)
     cfg["bos_token_id"] = tok.token_to_id("<|endoftext|>")
     cfg["eos_token_id"] = tok.token_to_id("<|im_end|>")

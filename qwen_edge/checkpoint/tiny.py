@@ -150,20 +150,27 @@ TINY_QWEN35_MOE: dict[str, Any] = {
 }
 
 
-def make_tokenizer(vocab_size: int):
-    """A byte-level BPE (Qwen2 style) trained on a small embedded corpus, with Qwen's special tokens."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+# Qwen3's added tokens that are not special (decode keeps them): reasoning and tool-call tags.
+REASONING_TOKENS = ("<think>", "</think>", "<tool_call>", "</tool_call>")
+
+
+def make_tokenizer(vocab_size: int, added_tokens: tuple[str, ...] = ()):
+    """A byte-level BPE (Qwen2 style) trained on a small embedded corpus, with Qwen's special tokens, then
+    `added_tokens` as non-special added tokens (as Qwen3 has REASONING_TOKENS); vocab_size in all."""
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size - len(SPECIAL_TOKENS),
+        vocab_size=vocab_size - len(SPECIAL_TOKENS) - len(added_tokens),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     tok.train_from_iterator([CORPUS] * 4, trainer)
     tok.add_special_tokens(list(SPECIAL_TOKENS))
+    if added_tokens:
+        tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in added_tokens])
     return tok
 
 
@@ -235,8 +242,9 @@ def random_weights(config: dict[str, Any], seed: int = 0) -> dict[str, np.ndarra
     return w
 
 
-def write_tokenizer_files(directory: Path, vocab_size: int, chat_template: str = QWEN_CHAT_TEMPLATE):
-    tok = make_tokenizer(vocab_size)
+def write_tokenizer_files(directory: Path, vocab_size: int, chat_template: str = QWEN_CHAT_TEMPLATE,
+                          added_tokens: tuple[str, ...] = ()):
+    tok = make_tokenizer(vocab_size, added_tokens)
     tok.save(str(directory / "tokenizer.json"))
     (directory / "tokenizer_config.json").write_text(json.dumps({
         "tokenizer_class": "Qwen2Tokenizer",

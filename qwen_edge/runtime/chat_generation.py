@@ -69,7 +69,8 @@ class ChatGeneration:
         self._budget = thinking_budget
         self._budget_ids = list(budget_ids or ())
         self.prompt_tokens = len(generation.prompt_ids)
-        self.reasoning_tokens = 0
+        self.reasoning_tokens = 0  # tokens generated inside the reasoning (the budget counts these)
+        self._budget_spent = False
         self._iterator: Iterator[ChatDelta] | None = None
         self._claim = threading.Lock()
         self._result: GenerationResult | None = None
@@ -106,22 +107,25 @@ class ChatGeneration:
 
     def _deltas(self) -> Iterator[ChatDelta]:
         parser, streamer = self._parser, self._streamer
-        forced = False
+        self._spend_budget()  # a budget of 0 closes reasoning the prompt opened before the first token
         for token in self._gen.tokens():
-            reasoning = parser.in_reasoning
-            if reasoning:
+            if parser.in_reasoning and not self._budget_spent:  # the model's own, not the budget message
                 self.reasoning_tokens += 1
             piece = streamer.push(token)
             if piece:
                 yield from parser.push(piece)
-            if (reasoning and not forced and self._budget is not None and self.reasoning_tokens >= self._budget
-                    and parser.in_reasoning):
-                forced = True
-                self._gen.force(self._budget_ids)
+            self._spend_budget()
         if self._gen.closed:
             return
         yield from parser.push(streamer.flush())
         yield from parser.finish()
+
+    def _spend_budget(self) -> None:
+        """Once the reasoning has used the budget, make the next tokens the budget message (once)."""
+        if (self._budget is not None and not self._budget_spent and self._parser.in_reasoning
+                and self.reasoning_tokens >= self._budget):
+            self._budget_spent = True
+            self._gen.force(self._budget_ids)
 
     def close(self) -> None:
         """Stop generating now; result() then holds what was generated so far."""
