@@ -2,7 +2,7 @@
 
     app          the parser and `main` (exit codes: the error type's; 130 interrupted)
     output       progress on stderr, results on stdout (`--json`), the shared flags
-    build, run, verify, bundle, pipeline, targets, demo   one module per command group
+    build, run, serve, verify, bundle, pipeline, targets, demo   one module per command group
     malloc_tuning  the process-wide allocator setting the CLI applies (never the library)
 
 May import anything in qwen_edge; nothing imports it. It never branches on a target's name: targets,

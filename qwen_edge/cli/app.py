@@ -8,7 +8,7 @@ import sys
 
 from .. import __version__
 from ..errors import QwenEdgeError
-from . import build, bundle, demo, pipeline, run, targets, verify
+from . import build, bundle, demo, pipeline, run, serve, targets, verify
 
 EXIT_INTERRUPTED = 130
 
@@ -19,6 +19,7 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     build.add_parser(sub)
     run.add_parsers(sub)
+    serve.add_parser(sub)
     verify.add_parser(sub)
     bundle.add_parsers(sub)
     pipeline.add_parser(sub)
