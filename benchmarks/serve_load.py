@@ -6,7 +6,8 @@
 2. asks each prompt once, alone, greedy, through the official `openai` client: the serial results;
 3. then `--clients` threads each send `--requests` streaming greedy requests (cycling through the
    prompts) at once; every streamed answer must equal the serial one, token count included;
-4. records the server's RSS after step 2 and at the end (drift %), lost requests (errors, refusals,
+4. records the server's RSS after step 2 and a warm-up of one request per slot at once (the baseline),
+   and at the end (drift % against the baseline), lost requests (errors, refusals,
    mismatches), throughput, and latency percentiles, into benchmarks/results/serve_load-NAME.json.
 
 Exits 1 when a request was lost or an answer differed. Bounded: clients x requests requests, each with
@@ -140,6 +141,12 @@ def main() -> int:
     try:
         client = openai.OpenAI(base_url=server.url + "/v1", api_key="none", max_retries=0, timeout=args.timeout)
         serial = {prompt: one_request(client, prompt, args.max_tokens, args.mode) for prompt in PROMPTS}
+        rss_after_serial = rss_mb(server.proc.pid)
+        # Warm-up, not counted: one request per slot at once, so that every slot's cache and onnxruntime's
+        # arena for concurrent runs exist before the baseline (a second slot's working set is not drift).
+        with concurrent.futures.ThreadPoolExecutor(args.parallel) as pool:
+            list(pool.map(lambda prompt: one_request(client, prompt, args.max_tokens, args.mode),
+                          PROMPTS[:args.parallel]))
         rss_start = rss_mb(server.proc.pid)
         rss_peak = rss_start
         stop_sampling = threading.Event()
@@ -194,7 +201,7 @@ def main() -> int:
         "latency_s": {"p50": round(percentile(latencies, 0.5), 4), "p95": round(percentile(latencies, 0.95), 4),
                       "mean": round(statistics.fmean(latencies), 4)} if latencies else None,
         "ttft_s": {"p50": round(percentile(ttfts, 0.5), 4), "p95": round(percentile(ttfts, 0.95), 4)} if ttfts else None,
-        "rss_mb": {"start": round(rss_start, 1), "end": round(rss_end, 1), "peak": round(rss_peak, 1),
+        "rss_mb": {"after_serial": round(rss_after_serial, 1), "start": round(rss_start, 1), "end": round(rss_end, 1), "peak": round(rss_peak, 1),
                    "drift_percent": round((rss_end - rss_start) / rss_start * 100, 2)},
         "machine": {"cpus": os.cpu_count(), "loadavg_at_end": [round(x, 2) for x in load],
                     "python": platform.python_version()},
