@@ -20,6 +20,8 @@ def add_parsers(sub) -> None:
                    help="chat with the bundle's template: one MESSAGE, or without one, a conversation on stdin")
     r.add_argument("--template-vars", help='JSON object of extra chat template variables, e.g. {"enable_thinking": false}')
     r.add_argument("--max-new-tokens", type=int, default=128)
+    r.add_argument("--thinking-budget", type=int, default=None, metavar="N",
+                   help="--chat: close the reasoning after N reasoning tokens and let the model answer")
     r.add_argument("--greedy", action="store_true",
                    help="greedy decoding (default: the checkpoint's recommended sampling, greedy if it has none)")
     r.add_argument("--temperature", type=float, default=None, help="sample at this temperature (0 = greedy)")
@@ -92,8 +94,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     with native_stdout_to_stderr():  # a backend's native library may print when it loads
         gen = load_generator(Path(args.bundle), _runtime_options(args))
+    if args.thinking_budget is not None and args.chat is None:
+        raise ConfigError("--thinking-budget: only with --chat")
     if args.chat == "":
         return _interactive_chat(gen, args)
+    if args.chat is not None and callable(getattr(gen, "start_chat", None)):
+        return _one_chat(gen, args)
+    if args.thinking_budget is not None:
+        raise ConfigError("--thinking-budget: this bundle's runtime has no chat layer")
     if args.chat is not None:
         prompt = gen.render_chat([{"role": "user", "content": args.chat}], **_template_vars(args))
     else:
@@ -103,23 +111,64 @@ def cmd_run(args: argparse.Namespace) -> int:
         with native_stdout_to_stderr():
             text = "".join(g)
         details = getattr(gen, "details", dict)()  # e.g. where a device backend placed the graphs
-        emit(args, {"text": text, "token_ids": g.token_ids, "stats": vars(g.stats)
-                    | {"decode_tokens_per_s": g.stats.decode_tokens_per_s}, **details}, text)
+        emit(args, {"text": text, "token_ids": g.token_ids, "stats": _stats(g.stats), **details}, text)
     else:
         for piece in g:
             sys.stdout.write(piece)
             sys.stdout.flush()
         sys.stdout.write("\n")
-        if not args.quiet:
-            s = g.stats
-            sys.stderr.write(f"[{s.prompt_tokens} prompt tokens, {s.new_tokens} new, TTFT {s.time_to_first_token_s * 1e3:.1f} ms, "
-                             f"{s.decode_tokens_per_s:.1f} tok/s, stop: {s.finish_reason}]\n")
+        _print_stats(args, g.stats)
+    return 0
+
+
+def _stats(stats) -> dict:
+    return vars(stats) | {"decode_tokens_per_s": stats.decode_tokens_per_s}
+
+
+def _print_stats(args: argparse.Namespace, s) -> None:
+    if not args.quiet:
+        sys.stderr.write(f"[{s.prompt_tokens} prompt tokens, {s.new_tokens} new, TTFT {s.time_to_first_token_s * 1e3:.1f} ms, "
+                         f"{s.decode_tokens_per_s:.1f} tok/s, stop: {s.finish_reason}]\n")
+
+
+def _stream_chat(gen, messages: list[dict], args: argparse.Namespace):
+    """Run one chat turn: the answer to stdout as it comes, the reasoning to stderr (so that stdout holds
+    only the answer), tool calls as JSON lines at the end. Returns the GenerationResult."""
+    chat = gen.start_chat(messages, template_vars=_template_vars(args) or None, thinking_budget=args.thinking_budget,
+                          max_new_tokens=args.max_new_tokens, sampling=_sampling(args, gen))
+    if args.json:
+        return chat.result()
+    for delta in chat:
+        if delta.reasoning and not args.quiet:
+            sys.stderr.write(delta.reasoning)
+            sys.stderr.flush()
+        if delta.content:
+            sys.stdout.write(delta.content)
+            sys.stdout.flush()
+    result = chat.result()
+    for call in result.tool_calls:
+        sys.stdout.write("\n" + json.dumps(call.as_openai(), ensure_ascii=False))
+    sys.stdout.write("\n")
+    return result
+
+
+def _one_chat(gen, args: argparse.Namespace) -> int:
+    result = _stream_chat(gen, [{"role": "user", "content": args.chat}], args)
+    if args.json:
+        emit(args, {"content": result.content, "reasoning": result.reasoning,
+                    "tool_calls": [c.as_openai() for c in result.tool_calls], "finish_reason": result.finish_reason,
+                    "text": result.text, "token_ids": result.token_ids, "stats": _stats(result.stats)}, result.content)
+    else:
+        _print_stats(args, result.stats)
     return 0
 
 
 def _interactive_chat(gen, args: argparse.Namespace) -> int:
-    """A conversation on stdin/stdout: one user turn per line, history kept, empty line or EOF ends."""
+    """A conversation on stdin/stdout: one user turn per line, history kept, empty line or EOF ends. The
+    history keeps each answer's content, and its reasoning as `reasoning_content` for templates that
+    show it (Qwen3 and Qwen3.5 drop it from earlier turns themselves)."""
     messages: list[dict] = []
+    chat_layer = callable(getattr(gen, "start_chat", None))
     extra = _template_vars(args)
     while True:
         if sys.stdin.isatty():
@@ -129,6 +178,15 @@ def _interactive_chat(gen, args: argparse.Namespace) -> int:
         if not line or not line.strip():
             return 0
         messages.append({"role": "user", "content": line.rstrip("\n")})
+        if chat_layer:
+            result = _stream_chat(gen, messages, args)
+            turn = {"role": "assistant", "content": result.content}
+            if result.reasoning:
+                turn["reasoning_content"] = result.reasoning
+            if result.tool_calls:
+                turn["tool_calls"] = [c.as_openai() for c in result.tool_calls]
+            messages.append(turn)
+            continue
         g = gen.start(gen.render_chat(messages, **extra), max_new_tokens=args.max_new_tokens,
                       sampling=_sampling(args, gen))
         reply = []

@@ -112,7 +112,7 @@ def test_interactive_chat_keeps_history(bundles, capsys, monkeypatch):
     render = Generator.render_chat
 
     def recording(self, messages, **kwargs):
-        seen.append(([m["role"] for m in messages], kwargs))
+        seen.append(([m["role"] for m in messages], {k: v for k, v in kwargs.items() if v is not None}))
         return render(self, messages, **kwargs)
 
     monkeypatch.setattr(Generator, "render_chat", recording)
