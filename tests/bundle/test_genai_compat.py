@@ -10,7 +10,9 @@ og = pytest.importorskip("onnxruntime_genai", reason="onnxruntime-genai is a tes
 def genai_greedy(bundle, prompt_ids, new_tokens):
     model = og.Model(str(bundle))
     params = og.GeneratorParams(model)
-    params.set_search_options(do_sample=False, max_length=len(prompt_ids) + new_tokens, min_length=0)
+    # Plain greedy whatever the bundle's genai_config recommends (the checkpoint's sampling, its penalty).
+    params.set_search_options(do_sample=False, repetition_penalty=1.0, max_length=len(prompt_ids) + new_tokens,
+                              min_length=0)
     generator = og.Generator(model, params)
     generator.append_tokens([int(t) for t in prompt_ids])
     out = []
@@ -23,7 +25,9 @@ def genai_greedy(bundle, prompt_ids, new_tokens):
 def assert_same_greedy(gen, bundle, prompt, new_tokens: int) -> None:
     """Our runtime and onnxruntime-genai produce the same tokens, and stop at the same place: where
     ours stops on a stop token (which it does not return), genai's last token is that stop token."""
-    result = gen.generate(prompt, max_new_tokens=new_tokens)
+    from qwen_edge.runtime import SamplingParams
+
+    result = gen.generate(prompt, max_new_tokens=new_tokens, sampling=SamplingParams.greedy())
     theirs = genai_greedy(bundle, prompt, new_tokens)
     if result.stats.finish_reason == "eos":
         assert theirs[:-1] == result.token_ids and theirs[-1] in gen.model.eos_token_ids
@@ -45,7 +49,7 @@ def test_int4_bundle_runs_in_onnxruntime_genai_with_same_greedy_tokens(arch, bun
 def test_trained_int4_bundle_same_64_greedy_tokens_in_genai_and_ours(which, tmp_path):
     from qwen_edge.build import BuildRequest, build
     from qwen_edge.precision import Precision
-    from qwen_edge.runtime import load
+    from qwen_edge.runtime import SamplingParams, load
     from tests.conftest import TRAINED_MODEL, TRAINED_QWEN35, trained_checkpoint
 
     checkpoint = trained_checkpoint(*{"qwen2": (TRAINED_MODEL, "QWEN_EDGE_TRAINED_MODEL"),
@@ -54,7 +58,7 @@ def test_trained_int4_bundle_same_64_greedy_tokens_in_genai_and_ours(which, tmp_
     build(BuildRequest(checkpoint, bundle, Precision.preset("int4")))
     gen = load(bundle)
     prompt = gen.model.encode("import os\nimport sys\n\n\ndef parse_args(argv):\n    \"\"\"Parse the command line.\"\"\"\n")
-    ours = gen.generate(prompt, max_new_tokens=64, stop_token_ids=()).token_ids
+    ours = gen.generate(prompt, max_new_tokens=64, stop_token_ids=(), sampling=SamplingParams.greedy()).token_ids
     theirs = genai_greedy(bundle, prompt, 64)
     assert len(ours) == 64
     assert theirs == ours
