@@ -11,10 +11,9 @@ model files itself from a BundleJob. Several targets share one load of the check
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import threading
 from concurrent.futures import Future
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 

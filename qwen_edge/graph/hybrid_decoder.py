@@ -82,8 +82,8 @@ class HybridDecoderBuilder(DecoderBuilder):
         # The decay and update-rate projections stay in float: exp(decay) amplifies their error.
         b, a = self.lin.linear_parts(x, np.concatenate([t["in_proj_b"], t["in_proj_a"]]), f"{scope}/ba_proj", "float",
                                      [(f"{scope}/b_proj", lin.num_value_heads), (f"{scope}/a_proj", lin.num_value_heads)])
-        # Channels first, as onnxruntime-genai's graph does: its CPU kernel prefills about twice as
-        # fast in this layout as channels last; the two Transposes cost little at either length.
+        # Channels first, as onnxruntime-genai's graph does: at the 0.8B shape the CPU kernel took 289 ms
+        # of a 128-token prefill channels last, 74 ms channels first (+ 26 ms for the two Transposes).
         qkv = g.one("Transpose", [qkv], f"{scope}/conv/input/Transpose", perm=[0, 2, 1])
         conv, _ = g.node("CausalConvWithState", [qkv, self._float_weight(f"{scope}/conv/weight", t["conv"]), "",
                                                  f"past.{i}.conv"],

@@ -126,8 +126,8 @@ class LinearFactory:
     def linear_parts(self, x: str, weight: np.ndarray, scope: str, fmt: str,
                      parts: list[tuple[str, int]]) -> list[str]:
         """x @ weight.T as one projection per (scope, rows) part, quantized (or planned) as the one
-        matrix `scope`: rows quantize independently, so the parts are the whole's exact slices. On
-        onnxruntime's CPU provider separate small projections beat one wide projection and a Split."""
+        matrix `scope`: rows quantize independently, so the parts are the whole's exact slices. No Split
+        follows (at the 0.8B Qwen3.5 shape, 72 fewer nodes: profiled decode kernel time -9%)."""
         if sum(rows for _, rows in parts) != weight.shape[0]:
             raise GraphError(f"{scope}: parts of {[rows for _, rows in parts]} rows do not make {weight.shape[0]}")
         fmt, bq = self._planned(scope, fmt, weight)
