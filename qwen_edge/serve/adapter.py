@@ -9,7 +9,7 @@ name and falls back where a generator lacks it:
   yielding deltas with `content` / `reasoning` / `tool_call`; else `render_chat` + `start`, all text
   as content (no reasoning split, no tool calls, no thinking budget: asked for, that is a 400);
 * the bundle's sampling defaults: `default_sampling`, else `SamplingParams()`;
-* a context overflow's numbers: the error's `n_prompt_tokens` / `n_ctx`, else read from its message;
+* a context overflow's numbers: the error's `n_prompt_tokens` / `n_ctx`;
 * counts and the finish reason: `stats`, `token_ids`, `result()`, whichever the generation has;
 * `close()` where the generation has one (it frees the KV cache at once).
 
@@ -19,7 +19,6 @@ A difference between the runtime and this contract is a fix in this file only.
 from __future__ import annotations
 
 import dataclasses
-import re
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
@@ -132,19 +131,8 @@ def _piece(delta: Any) -> Piece:
     return Piece(getattr(delta, "content", None) or "", getattr(delta, "reasoning", None) or "", tool)
 
 
-_NUMBERS = (re.compile(r"prompt of (\d+) tokens"), re.compile(r"context(?: length| of)? (\d+)"))
-
-
-def _overflow(exc: ContextOverflowError, max_tokens: int, n_ctx: int | None, param: str) -> BadRequest:
-    n_prompt = getattr(exc, "n_prompt_tokens", None)
-    ctx = getattr(exc, "n_ctx", None) or n_ctx
-    if n_prompt is None:
-        found = _NUMBERS[0].search(str(exc))
-        n_prompt = int(found.group(1)) if found else None
-    if ctx is None:
-        found = _NUMBERS[1].search(str(exc))
-        ctx = int(found.group(1)) if found else None
-    return context_error(n_prompt, max_tokens, ctx, param)
+def _overflow(exc: ContextOverflowError, max_tokens: int, param: str) -> BadRequest:
+    return context_error(exc.n_prompt_tokens, max_tokens, exc.n_ctx, param)
 
 
 def context_error(n_prompt: int | None, max_tokens: int, n_ctx: int | None, param: str) -> BadRequest:
@@ -230,7 +218,7 @@ class Engine:
         try:
             return fn()
         except ContextOverflowError as exc:
-            raise _overflow(exc, max_tokens, self.n_ctx, param) from None
+            raise _overflow(exc, max_tokens, param) from None
         except (InvalidRequestError, TemplateError) as exc:
             raise BadRequest(exc, param=param) from None
         except ServeError:
