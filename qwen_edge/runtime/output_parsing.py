@@ -182,13 +182,7 @@ class OutputParser:
             self._emit_text(_REASONING, buf.rstrip("\n"))
             self._buf = ""
             return False
-        keep = _partial_tag(buf, THINK_END)
-        cut = len(buf) - keep
-        while cut > 0 and buf[cut - 1] == "\n":  # dropped if </think> follows
-            cut -= 1
-        if cut > 0:
-            self._emit_text(_REASONING, buf[:cut])
-            self._buf = buf[cut:]
+        self._emit_settled(_REASONING, THINK_END, lambda ch: ch == "\n")  # newlines are dropped if </think> follows
         return False
 
     def _in_content(self, final: bool) -> bool:
@@ -208,14 +202,19 @@ class OutputParser:
             self._emit_text(_CONTENT, buf)
             self._buf = ""
             return False
-        keep = _partial_tag(buf, CALL_START)
-        cut = len(buf) - keep
-        while cut > 0 and buf[cut - 1].isspace():  # dropped if a call follows
+        self._emit_settled(_CONTENT, CALL_START, str.isspace)  # whitespace is dropped if a call follows
+        return False
+
+    def _emit_settled(self, kind, tag: str, droppable) -> None:
+        """Emit the buffer except what is not settled yet: a possible start of `tag` at its end, and the
+        `droppable` characters before it (which the tag, if it comes, removes)."""
+        buf = self._buf
+        cut = len(buf) - _partial_tag(buf, tag)
+        while cut > 0 and droppable(buf[cut - 1]):
             cut -= 1
         if cut > 0:
-            self._emit_text(_CONTENT, buf[:cut])
+            self._emit_text(kind, buf[:cut])
             self._buf = buf[cut:]
-        return False
 
     def _content_before_call(self, text: str) -> None:
         """Content up to a <tool_call>: its trailing whitespace waits, dropped if the call is one, kept if not."""
