@@ -146,17 +146,22 @@ class DecoderBuilder:
         return self.dense_mlp(i, x, t)
 
     def dense_mlp(self, i: int, x: str, t: dict[str, np.ndarray]) -> str:
-        """SwiGLU MLP with gate and up fused into one projection."""
-        g, m = self.g, self.spec.intermediate_size
-        scope = f"/model/layers.{i}/mlp"
-        gate_up = self.lin.linear(x, np.concatenate([t["gate_proj"], t["up_proj"]], axis=0),
-                                  f"{scope}/gate_up_proj", self.precision.weights)
-        gate, up = g.node("Split", [gate_up, g.const([m, m], np.int64)], f"{scope}/gate_up_split/Split",
-                          outputs=2, axis=-1)
+        """SwiGLU MLP."""
+        g, scope = self.g, f"/model/layers.{i}/mlp"
+        gate, up = self._gate_and_up(x, t, scope)
         sig = g.one("Sigmoid", [gate], f"{scope}/act/Sigmoid")
         act = g.one("Mul", [gate, sig], f"{scope}/act/Mul")
         prod = g.one("Mul", [act, up], f"{scope}/Mul")
         return self.lin.linear(prod, t["down_proj"], f"{scope}/down_proj", self.precision.weights)
+
+    def _gate_and_up(self, x: str, t: dict[str, np.ndarray], scope: str) -> tuple[str, str]:
+        """The MLP's gate and up projections: one fused projection, then a Split."""
+        g, m = self.g, self.spec.intermediate_size
+        gate_up = self.lin.linear(x, np.concatenate([t["gate_proj"], t["up_proj"]], axis=0),
+                                  f"{scope}/gate_up_proj", self.precision.weights)
+        gate, up = g.node("Split", [gate_up, g.const([m, m], np.int64)], f"{scope}/gate_up_split/Split",
+                          outputs=2, axis=-1)
+        return gate, up
 
     def _rms_norm(self, x: str, weight: np.ndarray, scope: str) -> str:
         return self.g.one("SimplifiedLayerNormalization", [x, self._norm_weight(scope, weight)],

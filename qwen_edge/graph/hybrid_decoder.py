@@ -123,15 +123,13 @@ class HybridDecoderBuilder(DecoderBuilder):
                   f"{scope}/k/Reshape")
         return q, k, v
 
-    def dense_mlp(self, i: int, x: str, t: dict[str, np.ndarray]) -> str:
-        """SwiGLU MLP with gate and up as two projections of the one quantized [gate; up] matrix."""
-        g, m, scope = self.g, self.spec.intermediate_size, f"/model/layers.{i}/mlp"
+    def _gate_and_up(self, x: str, t: dict[str, np.ndarray], scope: str) -> tuple[str, str]:
+        """Gate and up as two projections of the one quantized [gate; up] matrix (no Split)."""
+        m = self.spec.intermediate_size
         gate, up = self.lin.linear_parts(x, np.concatenate([t["gate_proj"], t["up_proj"]], axis=0),
                                          f"{scope}/gate_up_proj", self.precision.weights,
                                          [(f"{scope}/gate_proj", m), (f"{scope}/up_proj", m)])
-        act = g.one("Mul", [gate, g.one("Sigmoid", [gate], f"{scope}/act/Sigmoid")], f"{scope}/act/Mul")
-        prod = g.one("Mul", [act, up], f"{scope}/Mul")
-        return self.lin.linear(prod, t["down_proj"], f"{scope}/down_proj", self.precision.weights)
+        return gate, up
 
     def _gated_attention(self, i, x, t, seqlens, total_len, cos, sin) -> str:
         g, s, fmt = self.g, self.spec, self.precision.weights
