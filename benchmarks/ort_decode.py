@@ -55,7 +55,7 @@ class Decoder:
         self.dir = Path(model_dir)
         cfg = json.loads((self.dir / "genai_config.json").read_text())["model"]
         dec = cfg["decoder"]
-        self.layers, self.kv_heads, self.head_dim = dec["num_hidden_layers"], dec["num_key_value_heads"], dec["head_size"]
+        self.kv_heads, self.head_dim = dec["num_key_value_heads"], dec["head_size"]
         self.vocab = cfg["vocab_size"]
         self.model_file = self.dir / dec.get("filename", "model.onnx")
         self.session = ort.InferenceSession(str(self.model_file), session_options(threads, profile_prefix),
@@ -69,8 +69,7 @@ class Decoder:
         for i in self.session.get_inputs():
             if not i.name.startswith("past"):
                 continue
-            present = "present" + i.name[i.name.index("."):] if i.name.startswith("past_key_values") else \
-                i.name.replace("past.", "present.", 1)
+            present = "present" + i.name[i.name.index("."):]  # past_key_values.3.key, past.0.conv -> present.*
             if i.name.endswith((".key", ".value")):
                 array = np.zeros((1, self.kv_heads, capacity, self.head_dim), dtypes[i.type])
             else:
