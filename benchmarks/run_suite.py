@@ -21,6 +21,7 @@ import platform
 import resource
 import statistics
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -256,17 +257,31 @@ class Suite:
                        "--runs", str(per_round[r]), "--warmup", str(a.warmup), "--prompt-tokens", str(a.prompt_tokens),
                        "--new-tokens", str(a.new_tokens), "--seed", str(r)]
                 print(f"[run] {name}" + (f" (round {r + 1}/{rounds})" if rounds > 1 else ""), flush=True)
-                proc = measured(cmd, work / "logs" / f"run-{out.stem}.log", self.timeout, self.env)
+                proc = self.run_peer(cmd, script, work / "logs" / f"run-{out.stem}.log")
                 if not proc["ok"] or not out.exists():
                     results[name] = {"skipped": f"run failed: {proc.get('error', 'no result written')}", "log": proc["log"]}
                     continue
                 record = json.loads(out.read_text())
                 record["process_wall_s"] = proc["wall_s"]
+                if "fallback" in proc:
+                    record["fallback"] = proc["fallback"]
                 record["process_peak_rss_bytes"] = proc["peak_rss_bytes"]
                 record["model"] = str(model)
                 results[name] = _merge_rounds(results.get(name), record)
                 self.save()
         return results
+
+    def run_peer(self, cmd: list[str], script: str, log: Path) -> dict:
+        """One peer run; a llama.cpp run that dies of SIGSEGV is run again without llama.cpp's extra
+        buffer types (its AMX repack crashes on AMX-INT8 CPUs: llama.cpp issue 20824), and the record
+        says so."""
+        proc = measured(cmd, log, self.timeout, self.env)
+        if script == "llamacpp_rt.py" and proc["rc"] == -signal.SIGSEGV:
+            proc = measured(cmd + ["--options", json.dumps({"use_extra_bufts": False})],
+                            log.with_name(log.stem + "-no-extra-bufts.log"), self.timeout, self.env)
+            proc["fallback"] = ("SIGSEGV with llama.cpp's extra buffer types (AMX repack, llama.cpp issue 20824); "
+                                "measured with use_extra_bufts=false")
+        return proc
 
     def long_context(self, work: Path, runs: dict) -> dict:
         """Each runtime's peak RSS over one generation that fills `--long-context` tokens (a prompt
@@ -283,14 +298,15 @@ class Suite:
             cmd = [self.peers_python, str(PEERS / script), str(model), "--out", str(out), "--threads", str(a.threads),
                    "--runs", "1", "--warmup", "0", "--prompt-tokens", str(prompt), "--new-tokens", str(a.new_tokens)]
             print(f"[long context] {name}", flush=True)
-            proc = measured(cmd, work / "logs" / f"run-long-{name.replace(' ', '_')}.log", self.timeout, self.env)
+            proc = self.run_peer(cmd, script, work / "logs" / f"run-long-{name.replace(' ', '_')}.log")
             if not proc["ok"] or not out.exists():
                 results[name] = {"skipped": f"run failed: {proc.get('error', 'no result written')}", "log": proc["log"]}
                 continue
             record = json.loads(out.read_text())
             results[name] = {"context_tokens": a.long_context, "prompt_tokens": prompt, "new_tokens": a.new_tokens,
                              "process_peak_rss_bytes": proc["peak_rss_bytes"], "ttft_ms": record["ttft_ms_median"],
-                             "decode_tokens_per_s": record["decode_tokens_per_s_median"]}
+                             "decode_tokens_per_s": record["decode_tokens_per_s_median"],
+                             **({"fallback": proc["fallback"]} if "fallback" in proc else {})}
             self.save()
         ours, genai = results.get("qwen_edge int4", {}), results.get("genai int4", {})
         if "process_peak_rss_bytes" in ours and "process_peak_rss_bytes" in genai:
