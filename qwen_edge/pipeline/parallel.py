@@ -9,7 +9,8 @@ reset before the cell) for the next run's report.
 The cores are shared out: each worker gets cores / N threads (BLAS and OpenMP through the
 environment the workers start with, our own pools and onnxruntime's sessions through the thread
 count the cell is run with), so that N cells do not each start a thread per core and fight for them.
-Workers are spawned, never forked (onnxruntime's threads do not survive a fork).
+Workers come from a fork server that imported the build side once (spawned where there is none),
+and they start while the parent still plans the cells.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ BASE_RSS = 512 << 20  # an interpreter with onnx, onnxruntime and numpy loaded, 
 WEIGHT_FACTOR = 4  # the weights read, the graph's initializers, their quantized copy, a session
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS",
                     "VECLIB_MAXIMUM_THREADS")
+PRELOAD = ("numpy", "onnx", "onnxruntime", "qwen_edge.build", "qwen_edge.targets.verification",
+           "qwen_edge.pipeline.cell_run")
 CellDone = Callable[[dict[str, Any]], None]
 
 
@@ -110,35 +113,75 @@ def _work(cell: Cell, cache_location: str, state_dir: str, threads: int) -> dict
     return record
 
 
-def run_parallel(cells: Sequence[Cell], *, cache_location: str, state_dir: Path, jobs: int, budget: int,
-                 peaks: dict[str, int], on_done: CellDone) -> list[dict[str, Any]]:
-    """Run `cells` on `jobs` worker processes; `on_done` is called (in this process) as each finishes."""
+def _warm() -> None:
+    """A worker's start: import what every cell needs (onnx, onnxruntime, the builders, verification)
+    while the parent still plans the cells."""
+    from ..build import build  # noqa: F401
+    from ..targets import catalog
+    from ..targets.verification import verify_bundle  # noqa: F401
+    from .cell_run import run_cell  # noqa: F401
+
+    catalog.registered_passes()  # loads the build side: every builder and pass module
+
+
+def _started() -> bool:
+    return True
+
+
+def _context() -> multiprocessing.context.BaseContext:
+    """A fork server that has imported the build side once, forking each worker from it (cheaper
+    than an import per worker, and safe: it has run no onnxruntime session and holds no lock);
+    spawn where there is no fork server."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(list(PRELOAD))
+    return context
+
+
+@contextlib.contextmanager
+def worker_pool(jobs: int) -> Iterator[ProcessPoolExecutor]:
+    """`jobs` workers, started at once and warming up in the background, each with cores / jobs
+    threads. Never forked from this process, which may have run onnxruntime sessions (their threads
+    do not survive a fork)."""
+    threads = threads_per_job(jobs)
+    with _thread_environment(threads):
+        pool = ProcessPoolExecutor(jobs, mp_context=_context(), initializer=_warm)
+        for _ in range(jobs):  # the pool spawns a worker per submitted task, up to `jobs`
+            pool.submit(_started)
+    try:
+        yield pool
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def run_parallel(pool: ProcessPoolExecutor, cells: Sequence[Cell], *, cache_location: str, state_dir: Path,
+                 jobs: int, budget: int, peaks: dict[str, int], on_done: CellDone) -> list[dict[str, Any]]:
+    """Run `cells` on the pool's `jobs` workers; `on_done` is called (in this process) as each finishes."""
     from .cell_run import new_record
 
     threads = threads_per_job(jobs)
     pending = list(cells)
     running: dict[Future, Cell] = {}
-    records = []
-    context = multiprocessing.get_context("spawn")
-    with _thread_environment(threads), ProcessPoolExecutor(jobs, mp_context=context) as pool:
-        while pending or running:
-            while pending and fits([peaks[c.name] for c in running.values()], peaks[pending[0].name], budget, jobs):
-                cell = pending.pop(0)
-                running[pool.submit(_work, cell, cache_location, str(state_dir), threads)] = cell
-            done, _ = wait(list(running), return_when=FIRST_COMPLETED)
-            for future in sorted(done, key=lambda f: running[f].index):
-                cell = running.pop(future)
-                try:
-                    record = future.result()
-                except BrokenProcessPool:
-                    record = new_record(cell) | {"error": "the worker process died (out of memory?)"}
-                    # the pool is gone: what runs or waits is reported, not run
-                    for other in [running.pop(f) for f in list(running)] + pending:
-                        records.append(new_record(other) | {"error": "not run: a worker process died"})
-                        on_done(records[-1])
-                    pending.clear()
-                except Exception as exc:  # a bug in a worker is that cell's failure
-                    record = new_record(cell) | {"error": f"{type(exc).__name__}: {exc}".splitlines()[0]}
-                records.append(record)
-                on_done(record)
+    records: list[dict[str, Any]] = []
+    while pending or running:
+        while pending and fits([peaks[c.name] for c in running.values()], peaks[pending[0].name], budget, jobs):
+            cell = pending.pop(0)
+            running[pool.submit(_work, cell, cache_location, str(state_dir), threads)] = cell
+        done, _ = wait(list(running), return_when=FIRST_COMPLETED)
+        for future in sorted(done, key=lambda f: running[f].index):
+            cell = running.pop(future)
+            try:
+                record = future.result()
+            except BrokenProcessPool:
+                record = new_record(cell) | {"error": "the worker process died (out of memory?)"}
+                # the pool is gone: what runs or waits is reported, not run
+                for other in [running.pop(f) for f in list(running)] + pending:
+                    records.append(new_record(other) | {"error": "not run: a worker process died"})
+                    on_done(records[-1])
+                pending.clear()
+            except Exception as exc:  # a bug in a worker is that cell's failure
+                record = new_record(cell) | {"error": f"{type(exc).__name__}: {exc}".splitlines()[0]}
+            records.append(record)
+            on_done(record)
     return records

@@ -7,6 +7,7 @@ the report's `passed`. Nothing here prints: `on_cell` is called once per finishe
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -61,37 +62,46 @@ def _previous_report(path: Path) -> dict[str, Any] | None:
         return None
 
 
+def _workers(jobs: int):
+    if jobs <= 1:
+        return contextlib.nullcontext(None)
+    from .parallel import worker_pool
+
+    return worker_pool(jobs)
+
+
 def run_pipeline(config: PipelineConfig, on_cell: CellDone | None = None, *, cells: Sequence[str] = (),
                  shard: tuple[int, int] | None = None, jobs: int = 1,
                  memory_budget: int | None = None) -> dict[str, Any]:
     """Run the selected cells (all by default), write the JSON report and JUnit file, return the report."""
     started = time.perf_counter()
     cache = open_pipeline_cache(config)
-    planned = _plan(config)
-    chosen = set(select([c.name for c in planned], cells, shard))
-    todo = [c for c in planned if c.name in chosen]
-    report_path, junit_path = report_paths(config, shard)
-    records: list[dict[str, Any]] = []
+    with _workers(jobs) as pool:  # they start (and import) while the cells are planned
+        planned = _plan(config)
+        chosen = set(select([c.name for c in planned], cells, shard))
+        todo = [c for c in planned if c.name in chosen]
+        report_path, junit_path = report_paths(config, shard)
+        records: list[dict[str, Any]] = []
 
-    def done(record: dict[str, Any]) -> None:
-        records.append(record)
-        if on_cell:
-            on_cell(record, len(records), len(todo))
+        def done(record: dict[str, Any]) -> None:
+            records.append(record)
+            if on_cell:
+                on_cell(record, len(records), len(todo))
 
-    runnable = [c for c in todo if c.key is not None]
-    for cell in todo:
-        if cell.key is None:  # its checkpoint could not be read: no worker needed to report that
-            done(run_cell(cell, cache))
-    if jobs > 1 and len(runnable) > 1:
-        from .parallel import default_budget, estimate_peak, run_parallel
+        runnable = [c for c in todo if c.key is not None]
+        for cell in todo:
+            if cell.key is None:  # its checkpoint could not be read: no worker needed to report that
+                done(run_cell(cell, cache))
+        if pool is not None:
+            from .parallel import default_budget, estimate_peak, run_parallel
 
-        previous = _previous_report(report_path)
-        peaks = {c.name: estimate_peak(c, previous) for c in runnable}
-        run_parallel(runnable, cache_location=config.cache, state_dir=config.output / ".qwen-edge-state",
-                     jobs=jobs, budget=memory_budget or default_budget(), peaks=peaks, on_done=done)
-    else:
-        for cell in runnable:
-            done(run_cell(cell, cache))
+            previous = _previous_report(report_path)
+            peaks = {c.name: estimate_peak(c, previous) for c in runnable}
+            run_parallel(pool, runnable, cache_location=config.cache, state_dir=config.output / ".qwen-edge-state",
+                         jobs=jobs, budget=memory_budget or default_budget(), peaks=peaks, on_done=done)
+        else:
+            for cell in runnable:
+                done(run_cell(cell, cache))
     report = make_report(pipeline=str(config.source), output=str(config.output), cache=cache.location,
                          seconds=time.perf_counter() - started, cells=records, cells_total=len(planned),
                          shard=f"{shard[0]}/{shard[1]}" if shard else None)
