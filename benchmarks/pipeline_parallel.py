@@ -4,7 +4,8 @@ each time (fresh output and cache).
 
 Each run is a child `qwen-edge pipeline` process timed from outside (process start, worker start-up
 and all included). Serial and parallel runs alternate, the first of each round swapped, so that load
-from elsewhere falls on both alike. Every parallel run's bundles are compared byte for byte with the
+from elsewhere falls on both alike; the result is the median of the rounds' ratios, and each run
+records the 1-minute load average it started under (other sessions share these cores). Every parallel run's bundles are compared byte for byte with the
 serial run's.
 
     flock /work/bench.lock nice -n -10 python benchmarks/pipeline_parallel.py [--rounds 3] [--jobs 2]
@@ -58,6 +59,7 @@ def run(work: Path, jobs: int) -> tuple[dict, dict[str, str]]:
     for name in ("dist", "cache"):
         shutil.rmtree(work / name, ignore_errors=True)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     start = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "qwen_edge.cli", "pipeline", str(work / "PIPELINE.toml"), "--json",
                            "--jobs", str(jobs)], capture_output=True, text=True, env=env)
@@ -65,7 +67,7 @@ def run(work: Path, jobs: int) -> tuple[dict, dict[str, str]]:
     if proc.returncode != 0:
         raise SystemExit(f"pipeline --jobs {jobs} failed ({proc.returncode}): {proc.stderr[-2000:] or proc.stdout}")
     report = json.loads(proc.stdout)
-    return ({"jobs": jobs, "wall_s": round(wall, 3), "report_s": report["seconds"], "summary": report["summary"],
+    return ({"jobs": jobs, "wall_s": round(wall, 3), "load_average_1min_before": load, "report_s": report["seconds"], "summary": report["summary"],
              "cells": {c["name"]: {"seconds": c["seconds"], "peak_rss_bytes": c["peak_rss_bytes"],
                                    "stages": {k: v.get("seconds") for k, v in c["stages"].items()}}
                        for c in report["cells"]}},
@@ -114,7 +116,9 @@ def main() -> None:
                     "load_average_at_end": os.getloadavg() if hasattr(os, "getloadavg") else None},
         "serial_wall_s_median": serial,
         "parallel_wall_s_median": parallel,
-        "parallel_over_serial": round(parallel / serial, 4),
+        # the median of each round's ratio: a round's two runs are back to back, so they share the load
+        "parallel_over_serial": statistics.median(r["ratio"] for r in rounds),
+        "ratio_of_medians": round(parallel / serial, 4),
         "ratios": [r["ratio"] for r in rounds],
         "outputs_identical": identical,
         "rounds": rounds,

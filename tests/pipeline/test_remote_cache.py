@@ -105,11 +105,16 @@ def test_two_jobs_building_the_same_cells_publish_each_entry_once_then_all_hit(t
     assert s3_keys(s3_bucket) == objects  # a run of cache hits writes nothing
 
 
-def test_racing_publishers_of_one_key_have_exactly_one_winner(tmp_path, s3_bucket, tiny_checkpoints):
-    path = _workspace(tmp_path / "w", s3_bucket, tiny_checkpoints)
+@pytest.mark.parametrize("store", ["s3", "file"])
+def test_racing_publishers_of_one_key_have_exactly_one_winner(tmp_path, tiny_checkpoints, store, request):
+    url = request.getfixturevalue("s3_bucket") if store == "s3" else (tmp_path / "shared-cache").as_uri()
+    path = _workspace(tmp_path / "w", url, tiny_checkpoints)
     report = run_pipeline(load_pipeline(path), cells=["q2/cpu-int4"])
+    assert report["cells"][0]["stages"]["build"]["published"] is True
+    again = run_pipeline(load_pipeline(_workspace(tmp_path / "w2", url, tiny_checkpoints)), cells=["q2/cpu-int4"])
+    assert again["cells"][0]["status"] == "copied-from-cache"
     bundle = Path(report["cells"][0]["output"])
-    cache = open_cache(s3_bucket.replace("/ci/cache", "/race"), tmp_path / "state")
+    cache = open_cache(url, tmp_path / "state")
     barrier = threading.Barrier(4)
     results = []
 
@@ -217,3 +222,25 @@ def test_prune_a_remote_cache(tmp_path, s3_bucket, tiny_checkpoints, capsys):
     assert not [o for o in s3_keys(s3_bucket) if oldest in o]
     assert main(["cache", "prune", str(tmp_path / "w" / "PIPELINE.toml"), "--older-than", "0s", "--json"]) == 0
     assert s3_keys(s3_bucket) == []
+
+
+def test_credentials_in_a_cache_url_are_refused_without_being_repeated(tmp_path):
+    from qwen_edge.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="s3://bucket/prefix") as err:
+        open_cache(f"s3://AKIA:{SECRET}@bucket/prefix", tmp_path)
+    assert SECRET not in str(err.value) and "AKIA" not in str(err.value)
+    with pytest.raises(ConfigError, match="environment"):
+        open_cache("s3://bucket/prefix?secret=x", tmp_path)
+
+
+def test_the_key_covers_the_tool_versions_and_the_host_kind():
+    from qwen_edge.pipeline.cache import build_key, tool_fingerprint
+
+    tool = tool_fingerprint()
+    assert {"onnx", "onnxruntime", "qwen-edge", "numpy"} <= set(tool["packages"])
+    assert tool["machine"] and tool["system"] and tool["source_sha256"] and tool["python"]
+    key, _ = build_key({"files": {}}, {"target": "cpu"}, tool)
+    for changed in ({**tool, "packages": {**tool["packages"], "onnxruntime": "0.0.1"}},
+                    {**tool, "machine": "elsewhere"}, {**tool, "source_sha256": "0" * 64}):
+        assert build_key({"files": {}}, {"target": "cpu"}, changed)[0] != key
