@@ -54,6 +54,12 @@ def new_record(cell: Cell) -> dict[str, Any]:
             "peak_rss_bytes": None, "stages": {}}
 
 
+def failed_record(cell: Cell, error: str) -> dict[str, Any]:
+    """The record of a cell that failed outside its stages (its worker died): a failed build stage, so
+    that the JUnit report shows it."""
+    return new_record(cell) | {"error": error, "stages": {"build": {"passed": False, "error": error, "seconds": 0.0}}}
+
+
 def run_cell(cell: Cell, cache: CacheBackend, threads: int | None = None) -> dict[str, Any]:
     record = new_record(cell)
     start = time.perf_counter()

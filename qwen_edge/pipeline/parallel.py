@@ -158,7 +158,7 @@ def worker_pool(jobs: int) -> Iterator[ProcessPoolExecutor]:
 def run_parallel(pool: ProcessPoolExecutor, cells: Sequence[Cell], *, cache_location: str, state_dir: Path,
                  jobs: int, budget: int, peaks: dict[str, int], on_done: CellDone) -> list[dict[str, Any]]:
     """Run `cells` on the pool's `jobs` workers; `on_done` is called (in this process) as each finishes."""
-    from .cell_run import new_record
+    from .cell_run import failed_record
 
     threads = threads_per_job(jobs)
     pending = list(cells)
@@ -174,14 +174,14 @@ def run_parallel(pool: ProcessPoolExecutor, cells: Sequence[Cell], *, cache_loca
             try:
                 record = future.result()
             except BrokenProcessPool:
-                record = new_record(cell) | {"error": "the worker process died (out of memory?)"}
+                record = failed_record(cell, "the worker process died (out of memory?)")
                 # the pool is gone: what runs or waits is reported, not run
                 for other in [running.pop(f) for f in list(running)] + pending:
-                    records.append(new_record(other) | {"error": "not run: a worker process died"})
+                    records.append(failed_record(other, "not run: a worker process died"))
                     on_done(records[-1])
                 pending.clear()
             except Exception as exc:  # a bug in a worker is that cell's failure
-                record = new_record(cell) | {"error": f"{type(exc).__name__}: {exc}".splitlines()[0]}
+                record = failed_record(cell, f"{type(exc).__name__}: {exc}".splitlines()[0])
             records.append(record)
             on_done(record)
     return records

@@ -196,11 +196,10 @@ class FsspecCache:
             sha, size = _sha256_file(local), local.stat().st_size
             archive = f"archives/{key}/{sha}.tar"
             try:
-                if not self.fs.exists(self._path(archive)):
-                    if self._local:
-                        self.fs.makedirs(self._path("archives", key), exist_ok=True)
-                    self.fs.put_file(str(local), self._path(archive))
-                stored = self.fs.info(self._path(archive)).get("size")
+                stored = self._size(archive)
+                if stored != size:  # absent, or another job's upload of these bytes is not complete
+                    self._upload(local, archive)
+                    stored = self._size(archive)
             except Exception as exc:
                 raise self._error(f"upload {archive}", exc) from None
             if stored != size:
@@ -217,6 +216,26 @@ class FsspecCache:
         if winner is not None and winner["archive"] != archive:
             self._rm(archive)
         return False
+
+    def _size(self, path: str) -> int | None:
+        try:
+            return self.fs.info(self._path(path)).get("size")
+        except FileNotFoundError:
+            return None
+
+    def _upload(self, local: Path, path: str) -> None:
+        """An object store shows an object only once it is whole; a local directory gets a rename."""
+        if not self._local:
+            self.fs.put_file(str(local), self._path(path))
+            return
+        os.makedirs(os.path.dirname(self._path(path)), exist_ok=True)
+        tmp = f"{self._path(path)}.{os.getpid()}.{uuid.uuid4().hex[:8]}.partial"
+        try:
+            self.fs.put_file(str(local), tmp)
+            os.replace(tmp, self._path(path))
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
 
     def _rm(self, path: str) -> None:
         try:

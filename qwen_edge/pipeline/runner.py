@@ -18,7 +18,7 @@ from .cache_backends import CacheBackend, open_cache
 from .cell_run import run_cell
 from .cells import Cell, plan_cells
 from .config import PipelineConfig
-from .reports import make_report, write_report
+from .reports import make_report, matrix_digest, write_report
 from .shards import select
 
 CellDone = Callable[[dict[str, Any], int, int], None]  # (cell record, cells done, cells to run)
@@ -104,6 +104,7 @@ def run_pipeline(config: PipelineConfig, on_cell: CellDone | None = None, *, cel
                 done(run_cell(cell, cache))
     report = make_report(pipeline=str(config.source), output=str(config.output), cache=cache.location,
                          seconds=time.perf_counter() - started, cells=records, cells_total=len(planned),
+                         matrix=matrix_digest(c.name for c in planned),
                          shard=f"{shard[0]}/{shard[1]}" if shard else None)
     write_report(report, report_path, junit_path)
     return report

@@ -134,3 +134,19 @@ def test_prune_a_local_cache_by_age_then_size(tmp_path, capsys):
     assert result["removed"] == ["b" * 64] and result["kept"] == 2
     assert sorted(p.name for p in (cache / "builds").iterdir()) == ["c" * 64, "d" * 64]
     assert main(["cache", "prune", str(cache)]) == 2  # says what to prune by
+
+
+def test_a_cell_whose_worker_died_is_a_failure_in_junit(tmp_path, tiny_checkpoints):
+    from qwen_edge.pipeline.cell_run import failed_record
+    from qwen_edge.pipeline.junit import junit_tree
+    from qwen_edge.pipeline.reports import make_report
+
+    path = tmp_path / "PIPELINE.toml"
+    path.write_text(PIPELINE.format(ckpts=tiny_checkpoints))
+    cells = plan_cells(load_pipeline(path), {"tool": 1}, LocalCache(tmp_path / "cache").file_hashes())
+    record = failed_record(cells[0], "the worker process died (out of memory?)")
+    report = make_report(pipeline="p", output="o", cache="c", seconds=1.0, cells=[record], cells_total=4, matrix="m")
+    assert not report["passed"] and report["summary"]["failed"] == 1
+    failures = [case for case in junit_tree(report).getroot().iter("testcase") if case.find("failure") is not None]
+    assert [(c.get("name"), c.find("failure").get("message")) for c in failures] == \
+        [("build", "the worker process died (out of memory?)")]

@@ -127,6 +127,13 @@ def test_merged_shard_reports_equal_the_unsharded_report(workspace, capsys):
         assert _without_timings(merged) == _without_timings(whole), count
         assert _junit_without_times(work / "merged.xml") == _junit_without_times(work / "whole.xml")
 
+    # jobs on other machines ran in other directories: the matrix, not the paths, must agree
+    elsewhere = [(p, read_report(p) | {"output": f"/elsewhere/{p.name}", "pipeline": "/elsewhere/P.toml"})
+                 for p in paths]
+    assert [c["name"] for c in merge_reports(elsewhere)["cells"]] == NAMES
+    other = read_report(paths[1]) | {"matrix": "0" * 64}
+    with pytest.raises(ConfigError, match="matrix"):
+        merge_reports([(paths[0], read_report(paths[0])), (paths[1], other), (paths[2], read_report(paths[2]))])
     with pytest.raises(ConfigError, match="cells are in no report"):
         merge_reports([(p, read_report(p)) for p in paths[:1]])
     with pytest.raises(ConfigError, match="is also in"):
