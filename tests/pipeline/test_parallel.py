@@ -150,3 +150,35 @@ def test_a_cell_whose_worker_died_is_a_failure_in_junit(tmp_path, tiny_checkpoin
     failures = [case for case in junit_tree(report).getroot().iter("testcase") if case.find("failure") is not None]
     assert [(c.get("name"), c.find("failure").get("message")) for c in failures] == \
         [("build", "the worker process died (out of memory?)")]
+
+
+@pytest.mark.parametrize("budget,most_at_once", [(1, 1), (3 * BASE_RSS, 1), (64 << 30, 2)])
+def test_the_memory_budget_bounds_how_many_cells_run_at_once(tmp_path, tiny_checkpoints, monkeypatch,
+                                                             budget, most_at_once):
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from qwen_edge.pipeline import parallel
+
+    path = tmp_path / "PIPELINE.toml"
+    path.write_text(PIPELINE.format(ckpts=tiny_checkpoints))
+    cells = plan_cells(load_pipeline(path), {"tool": 1}, LocalCache(tmp_path / "cache").file_hashes())
+    lock, running, seen = threading.Lock(), [0], []
+
+    def fake_work(cell, cache_location, state_dir, threads):  # the scheduling, not the cells
+        with lock:
+            running[0] += 1
+            seen.append(running[0])
+        time.sleep(0.05)
+        with lock:
+            running[0] -= 1
+        return {"name": cell.name, "index": cell.index}
+
+    monkeypatch.setattr(parallel, "_work", fake_work)
+    peaks = {c.name: 2 * BASE_RSS for c in cells}  # two fit in 4 x BASE_RSS, not in 3 x
+    done = []
+    with ThreadPoolExecutor(2) as pool:
+        records = parallel.run_parallel(pool, cells, cache_location="c", state_dir=tmp_path, jobs=2, budget=budget,
+                                        peaks=peaks, on_done=done.append)
+    assert sorted(r["index"] for r in records) == [0, 1, 2, 3] and len(done) == 4
+    assert max(seen) == most_at_once
