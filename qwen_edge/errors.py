@@ -49,3 +49,9 @@ class VerificationError(QwenEdgeError):
     """A bundle's outputs fall outside the tolerance its recipe allows."""
 
     exit_code = 6
+
+
+class CacheError(QwenEdgeError):
+    """A build cache cannot be opened, read or written (the message names its path or URL, never credentials)."""
+
+    exit_code = 8

@@ -22,7 +22,7 @@ def parser() -> argparse.ArgumentParser:
     serve.add_parser(sub)
     verify.add_parser(sub)
     bundle.add_parsers(sub)
-    pipeline.add_parser(sub)
+    pipeline.add_parser(sub)  # also `cache`
     targets.add_parser(sub)
     demo.add_parser(sub)
     return p

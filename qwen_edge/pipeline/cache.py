@@ -15,18 +15,39 @@ import json
 import os
 import platform
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from ..bundle import manifest as manifest_mod
 from ..bundle.staging import staged_output
+from .config import is_url
 
-KEY_SCHEMA = 1
+KEY_SCHEMA = 2  # 2: the platform (machine, OS) joined the tool: a remote cache is shared by hosts
 _PACKAGE_DIR = Path(__file__).resolve().parent.parent
 # Every package that can change a bundle's bytes, on any target (absent ones are recorded as None).
 KEY_PACKAGES = ("qwen-edge", "onnx", "onnxruntime", "numpy", "tokenizers", "onnx-ir", "olive-ai",
                 "onnxruntime-genai", "onnxruntime-qnn", "openvino", "nncf")
 _HASH_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class Entry:
+    key: str
+    bytes: int
+    created: float  # seconds since the epoch (when it was published)
+
+
+def redact(location: str) -> str:
+    """A URL without user, password or query (where credentials may hide); paths unchanged."""
+    if not is_url(location):
+        return location
+    parts = urlsplit(location)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
 def tool_fingerprint() -> dict[str, Any]:
@@ -36,7 +57,8 @@ def tool_fingerprint() -> dict[str, Any]:
             versions[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
             versions[name] = None
-    return {"python": platform.python_version(), "packages": versions, "source_sha256": code_digest()}
+    return {"python": platform.python_version(), "machine": platform.machine(), "system": platform.system(),
+            "packages": versions, "source_sha256": code_digest()}
 
 
 class FileHashes:
@@ -102,49 +124,13 @@ def build_key(fingerprint: dict[str, Any], recipe: dict[str, Any], tool: dict[st
     return digest(inputs), inputs
 
 
-class BuildCache:
-    def __init__(self, root: Path):
-        self.root = Path(root)
-
-    def file_hashes(self) -> FileHashes:
-        return FileHashes(self.root / "file_hashes.json")
-
-    def bundle_dir(self, key: str) -> Path:
-        return self.root / "builds" / key
-
-    def lookup(self, key: str) -> Path | None:
-        """The cached bundle for `key` when it exists and passes its integrity check."""
-        path = self.bundle_dir(key)
-        if not (path / manifest_mod.MANIFEST_NAME).is_file():
-            return None
-        try:
-            return path if not manifest_mod.check_integrity(path) else None
-        except Exception:  # an unreadable manifest is a cache miss, not an error
-            return None
-
-    def write_inputs(self, key: str, inputs: dict[str, Any]) -> None:
-        """Record what a key was made from (for people reading the cache, not for lookups)."""
-        path = self.root / "builds" / f"{key}.inputs.json"
-        path.write_text(json.dumps(inputs, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
-
-    def gate_result(self, key: str) -> dict[str, Any] | None:
-        path = self.root / "gates" / f"{key}.json"
-        try:
-            return json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return None
-
-    def store_gate_result(self, key: str, result: dict[str, Any]) -> None:
-        path = self.root / "gates" / f"{key}.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(result, sort_keys=True, default=str), encoding="utf-8")
-        tmp.replace(path)
-
-
-def same_manifest(a: Path, b: Path) -> bool:
-    pa, pb = Path(a) / manifest_mod.MANIFEST_NAME, Path(b) / manifest_mod.MANIFEST_NAME
-    return pa.is_file() and pb.is_file() and pa.read_bytes() == pb.read_bytes()
+def manifest_sha256(bundle: Path) -> str | None:
+    """sha256 of a bundle's manifest.json (which holds the sha256 of every other file), None when absent."""
+    path = Path(bundle) / manifest_mod.MANIFEST_NAME
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
 
 
 def place(cached: Path, output: Path) -> None:

@@ -1,7 +1,8 @@
 """PIPELINE.toml: a matrix of checkpoints x targets, parsed into closed, typed entries.
 
     output = "dist"                   # bundles land in dist/<checkpoint>/<target>/
-    cache = ".qwen-edge-cache"        # content-addressed build cache (default shown)
+    cache = ".qwen-edge-cache"        # content-addressed build cache (default shown): a directory, or a
+                                      # URL: s3://bucket/prefix, gs://..., az://..., file:///path
     report = "dist/report.json"       # default: <output>/report.json
     junit = "dist/junit.xml"          # default: <output>/junit.xml
 
@@ -27,6 +28,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from ..errors import ConfigError
 from ..precision import Precision
@@ -66,7 +68,7 @@ class TargetEntry:
 class PipelineConfig:
     source: Path
     output: Path
-    cache: Path
+    cache: str  # a directory (absolute) or a URL
     report: Path
     junit: Path
     checkpoints: tuple[CheckpointEntry, ...] = field(default_factory=tuple)
@@ -114,6 +116,15 @@ def _gate(where: str, table: Any) -> Gate:
     return Gate(reference, None if min_top1 is None else float(min_top1), None if max_kl is None else float(max_kl))
 
 
+def is_url(location: str) -> bool:
+    scheme = urlsplit(location).scheme
+    return len(scheme) > 1 and "://" in location  # a Windows drive letter is not a scheme
+
+
+def _cache_location(base: Path, value: str) -> str:
+    return value if is_url(value) else str(base / value)
+
+
 def load_pipeline(path: str | Path) -> PipelineConfig:
     path = Path(path)
     try:
@@ -156,7 +167,7 @@ def load_pipeline(path: str | Path) -> PipelineConfig:
         raise ConfigError(f"{where}: needs at least one [[checkpoints]] and one [[targets]] entry")
     return PipelineConfig(
         source=path.resolve(), output=output,
-        cache=base / top.get("cache", ".qwen-edge-cache"),
+        cache=_cache_location(base, top.get("cache", ".qwen-edge-cache")),
         report=base / top["report"] if "report" in top else output / "report.json",
         junit=base / top["junit"] if "junit" in top else output / "junit.xml",
         checkpoints=tuple(checkpoints), targets=tuple(targets))
