@@ -249,10 +249,7 @@ class DecoderBuilder:
         globals_ = self.adapter.GLOBAL_TENSORS
         gshapes = self.adapter.global_shapes(s)
         self.progress("embeddings", 0, n_layers + 2)
-        embed = self._read(globals_["embed"], gshapes["embed"])
-        hidden = self.lin.embedding("input_ids", embed, "/model/embed_tokens", p.embeddings)
-        embed_float_name = "/model/embed_tokens/weight" if p.embeddings == "float" else None
-        del embed
+        hidden, embed_float_name = self._embed_input()
 
         seqlens, total_len = self._attention_mask_inputs()
         cos, sin = self._rotary_caches()
@@ -290,6 +287,14 @@ class DecoderBuilder:
             logits = g.one("Cast", [logits], "/lm_head/Cast", to=TensorProto.FLOAT)
         g.one("Identity", [logits], "/lm_head/output/Identity", outputs=["logits"])
         self.progress("lm_head", n_layers + 2, n_layers + 2)
+
+    def _embed_input(self) -> tuple[str, str | None]:
+        """The first hidden states (the token embedding of `input_ids`), and the float table's name
+        where a tied head may share it."""
+        p = self.precision
+        embed = self._read(self.adapter.GLOBAL_TENSORS["embed"], self.adapter.global_shapes(self.spec)["embed"])
+        hidden = self.lin.embedding("input_ids", embed, "/model/embed_tokens", p.embeddings)
+        return hidden, ("/model/embed_tokens/weight" if p.embeddings == "float" else None)
 
     def _lm_head(self, x: str, embed_float_name: str | None) -> str:
         s, p = self.spec, self.precision

@@ -1,0 +1,208 @@
+"""The vision tower and the embedding merge of Qwen2.5-VL, as two fp32 ONNX graphs of standard ops.
+
+vision.onnx turns the processor's patches into one feature row per merged 2x2 patch block:
+
+    pixel_values     [patches, C*T*P*P]  the processor's rows (Conv3d with kernel == stride = a MatMul)
+    window_index     [patches / 4]       merge blocks in window order (runtime/vision_inputs.py)
+    reverse_index    [patches / 4]       its inverse: the merger's rows back in image order
+    rotary_pos_ids   [patches, 2]        (h, w) of every patch, in window order
+    window_ids       [patches]           the attention window of every patch, in window order
+    frame_ids        [patches]           the image (frame) of every patch, in window order
+  -> image_features  [patches / 4, text hidden]
+
+Attention in a block is masked to equal `window_ids` (window blocks) or equal `frame_ids` (the
+`fullatt_block_indexes`), which is what transformers' per-`cu_seqlens` attention computes. The tower
+stays float32: Qwen's vision MLP overflows fp16.
+
+embedding.onnx looks the tokens up and puts the image features on the image-pad tokens, in order.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from onnx import TensorProto
+
+from ..arch.qwen2_5_vl import VisionSpec
+from ..errors import CheckpointError, GraphError
+from .builder import GraphBuilder
+
+VISION_INPUTS = ("pixel_values", "window_index", "reverse_index", "rotary_pos_ids", "window_ids", "frame_ids")
+_NEG = np.float32(-1e30)
+
+
+class VisionGraphBuilder:
+    def __init__(self, checkpoint, prefix: str, spec: VisionSpec, g: GraphBuilder):
+        if spec.kind != "qwen2_5_vl":
+            raise GraphError(f"vision tower '{spec.kind}' is not supported yet")
+        self.ckpt, self.prefix, self.spec, self.g = checkpoint, prefix, spec, g
+        self.parameters = 0
+
+    def _read(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
+        full = self.prefix + name
+        if not self.ckpt.has(full):
+            raise CheckpointError(f"{self.ckpt.path.name}: tensor '{full}' is missing")
+        actual = tuple(self.ckpt.tensor_info(full).shape)
+        if actual != tuple(shape):
+            raise CheckpointError(f"{self.ckpt.path.name}: tensor '{full}' has shape {list(actual)}, "
+                                  f"config.json implies {list(shape)}")
+        self.parameters += int(np.prod(shape))
+        return self.ckpt.read(full, dtype=np.float32)
+
+    def _linear(self, x: str, name: str, out: int, inp: int, scope: str, bias: bool = True) -> str:
+        g = self.g
+        w = self._read(f"{name}.weight", (out, inp))
+        y = g.one("MatMul", [x, g.weight(f"{scope}/weight", np.ascontiguousarray(w.T))], f"{scope}/MatMul")
+        if bias:
+            y = g.one("Add", [y, g.weight(f"{scope}/bias", self._read(f"{name}.bias", (out,)))], f"{scope}/Add")
+        return y
+
+    def _rms_norm(self, x: str, name: str, size: int, scope: str) -> str:
+        g = self.g
+        return g.one("SimplifiedLayerNormalization", [x, g.weight(f"{scope}/weight", self._read(name, (size,)))],
+                     f"{scope}/SimplifiedLayerNormalization", axis=-1, epsilon=self.spec.norm_eps, stash_type=1)
+
+    def _reorder(self, x: str, index: str, width: int, scope: str) -> str:
+        """Rows grouped by merge block (4 consecutive rows), blocks gathered by `index`."""
+        g, unit = self.g, self.spec.merge_unit
+        grouped = g.one("Reshape", [x, g.const([-1, unit * width], np.int64)], f"{scope}/Reshape_in")
+        picked = g.one("Gather", [grouped, index], f"{scope}/Gather", axis=0)
+        return g.one("Reshape", [picked, g.const([-1, width], np.int64)], f"{scope}/Reshape_out")
+
+    def _rotary(self) -> tuple[str, str]:
+        """cos / sin [patches, 1, head_dim]: h angles then w angles, the pair repeated (rotate_half)."""
+        g, s = self.g, self.spec
+        quarter = s.head_dim // 4
+        inv_freq = 1.0 / (s.rope_theta ** (np.arange(0, s.head_dim // 2, 2, dtype=np.float32) / (s.head_dim // 2)))
+        scope = "/vision/rotary"
+        pos = g.one("Cast", ["rotary_pos_ids"], f"{scope}/Cast", to=TensorProto.FLOAT)
+        pos = g.one("Unsqueeze", [pos, g.const([2], np.int64)], f"{scope}/Unsqueeze")
+        angles = g.one("Mul", [pos, g.weight(f"{scope}/inv_freq", inv_freq.reshape(1, 1, quarter))], f"{scope}/Mul")
+        angles = g.one("Reshape", [angles, g.const([0, 1, 2 * quarter], np.int64)], f"{scope}/Reshape")
+        angles = g.one("Concat", [angles, angles], f"{scope}/Concat", axis=-1)
+        return g.one("Cos", [angles], f"{scope}/Cos"), g.one("Sin", [angles], f"{scope}/Sin")
+
+    def _mask(self, ids: str, scope: str) -> str:
+        """[1, patches, patches] additive mask: 0 where two patches share an id, else -1e30."""
+        g = self.g
+        rows = g.one("Unsqueeze", [ids, g.const([1], np.int64)], f"{scope}/Unsqueeze_rows")
+        cols = g.one("Unsqueeze", [ids, g.const([0], np.int64)], f"{scope}/Unsqueeze_cols")
+        same = g.one("Equal", [rows, cols], f"{scope}/Equal")
+        mask = g.one("Where", [same, g.const(np.float32(0)), g.const(_NEG)], f"{scope}/Where")
+        return g.one("Unsqueeze", [mask, g.const([0], np.int64)], f"{scope}/Unsqueeze")
+
+    def _rotate(self, x: str, cos: str, sin: str, scope: str) -> str:
+        g, half = self.g, self.spec.head_dim // 2
+        x1, x2 = g.node("Split", [x, g.const([half, half], np.int64)], f"{scope}/Split", outputs=2, axis=-1)
+        neg = g.one("Neg", [x2], f"{scope}/Neg")
+        rotated = g.one("Concat", [neg, x1], f"{scope}/Concat", axis=-1)
+        return g.one("Add", [g.one("Mul", [x, cos], f"{scope}/Mul_cos"),
+                             g.one("Mul", [rotated, sin], f"{scope}/Mul_sin")], f"{scope}/Add")
+
+    def _attention(self, i: int, x: str, cos: str, sin: str, mask: str) -> str:
+        g, s = self.g, self.spec
+        scope, name = f"/vision/blocks.{i}/attn", f"blocks.{i}.attn"
+        qkv = self._linear(x, f"{name}.qkv", 3 * s.hidden_size, s.hidden_size, f"{scope}/qkv")
+        qkv = g.one("Reshape", [qkv, g.const([0, 3, s.num_heads, s.head_dim], np.int64)], f"{scope}/Reshape_qkv")
+        q, k, v = g.node("Split", [qkv, g.const([1, 1, 1], np.int64)], f"{scope}/Split", outputs=3, axis=1)
+        heads = []
+        for part, label in ((q, "q"), (k, "k"), (v, "v")):
+            t = g.one("Squeeze", [part, g.const([1], np.int64)], f"{scope}/{label}/Squeeze")  # [N, heads, d]
+            if label != "v":
+                t = self._rotate(t, cos, sin, f"{scope}/{label}/rotary")
+            heads.append(g.one("Transpose", [t], f"{scope}/{label}/Transpose", perm=[1, 0, 2]))  # [heads, N, d]
+        q, k, v = heads
+        kt = g.one("Transpose", [k], f"{scope}/k/Transpose_t", perm=[0, 2, 1])
+        scores = g.one("MatMul", [q, kt], f"{scope}/scores/MatMul")
+        scores = g.one("Mul", [scores, g.const(np.float32(s.head_dim ** -0.5))], f"{scope}/scores/Mul")
+        scores = g.one("Add", [scores, mask], f"{scope}/scores/Add")
+        probs = g.one("Softmax", [scores], f"{scope}/Softmax", axis=-1)
+        out = g.one("MatMul", [probs, v], f"{scope}/out/MatMul")
+        out = g.one("Transpose", [out], f"{scope}/out/Transpose", perm=[1, 0, 2])
+        out = g.one("Reshape", [out, g.const([0, s.hidden_size], np.int64)], f"{scope}/out/Reshape")
+        return self._linear(out, f"{name}.proj", s.hidden_size, s.hidden_size, f"{scope}/proj")
+
+    def _mlp(self, i: int, x: str) -> str:
+        g, s = self.g, self.spec
+        scope, name = f"/vision/blocks.{i}/mlp", f"blocks.{i}.mlp"
+        gate = self._linear(x, f"{name}.gate_proj", s.intermediate_size, s.hidden_size, f"{scope}/gate_proj")
+        up = self._linear(x, f"{name}.up_proj", s.intermediate_size, s.hidden_size, f"{scope}/up_proj")
+        act = self._activation(gate, f"{scope}/act")
+        prod = g.one("Mul", [act, up], f"{scope}/Mul")
+        return self._linear(prod, f"{name}.down_proj", s.hidden_size, s.intermediate_size, f"{scope}/down_proj")
+
+    def _activation(self, x: str, scope: str) -> str:
+        g = self.g
+        if self.spec.hidden_act == "silu":
+            return g.one("Mul", [x, g.one("Sigmoid", [x], f"{scope}/Sigmoid")], f"{scope}/Mul")
+        approximate = "tanh" if self.spec.hidden_act == "gelu_pytorch_tanh" else "none"
+        return g.one("Gelu", [x], f"{scope}/Gelu", approximate=approximate)
+
+    def build(self) -> None:
+        g, s = self.g, self.spec
+        g.add_input("pixel_values", TensorProto.FLOAT, ["num_patches", s.patch_dim])
+        for name in ("window_index", "reverse_index"):
+            g.add_input(name, TensorProto.INT64, ["num_merged"])
+        g.add_input("rotary_pos_ids", TensorProto.INT64, ["num_patches", 2])
+        for name in ("window_ids", "frame_ids"):
+            g.add_input(name, TensorProto.INT64, ["num_patches"])
+        g.add_output("image_features", TensorProto.FLOAT, ["num_merged", s.out_hidden_size])
+
+        w = self._read("patch_embed.proj.weight", (s.hidden_size, s.in_channels, s.temporal_patch_size,
+                                                   s.patch_size, s.patch_size))
+        x = g.one("MatMul", ["pixel_values", g.weight("/vision/patch_embed/weight",
+                                                      np.ascontiguousarray(w.reshape(s.hidden_size, -1).T))],
+                  "/vision/patch_embed/MatMul")
+        x = self._reorder(x, "window_index", s.hidden_size, "/vision/window_order")
+        cos, sin = self._rotary()
+        window_mask = self._mask("window_ids", "/vision/window_mask")
+        full_mask = self._mask("frame_ids", "/vision/full_mask")
+        for i in range(s.depth):
+            scope = f"/vision/blocks.{i}"
+            mask = full_mask if (i in s.fullatt_blocks or not s.window_size) else window_mask
+            h = self._rms_norm(x, f"blocks.{i}.norm1.weight", s.hidden_size, f"{scope}/norm1")
+            x = g.one("Add", [x, self._attention(i, h, cos, sin, mask)], f"{scope}/attn/residual")
+            h = self._rms_norm(x, f"blocks.{i}.norm2.weight", s.hidden_size, f"{scope}/norm2")
+            x = g.one("Add", [x, self._mlp(i, h)], f"{scope}/mlp/residual")
+        merged = s.hidden_size * s.merge_unit
+        x = self._rms_norm(x, "merger.ln_q.weight", s.hidden_size, "/vision/merger/ln_q")
+        x = g.one("Reshape", [x, g.const([-1, merged], np.int64)], "/vision/merger/Reshape")
+        x = self._linear(x, "merger.mlp.0", merged, merged, "/vision/merger/fc1")
+        x = g.one("Gelu", [x], "/vision/merger/Gelu")
+        x = self._linear(x, "merger.mlp.2", s.out_hidden_size, merged, "/vision/merger/fc2")
+        g.one("Gather", [x, "reverse_index"], "/vision/image_order/Gather", axis=0, outputs=["image_features"])
+
+
+def build_embedding(checkpoint, embed_name: str, vocab: int, hidden: int, image_token_id: int,
+                    g: GraphBuilder) -> None:
+    """embedding.onnx: input_ids [batch, seq] + image_features [n, hidden] -> inputs_embeds.
+
+    The k-th image-pad token (in reading order) takes feature row k; a prompt without images feeds
+    zero rows. The table is float32, as the decoder's input is."""
+    actual = tuple(checkpoint.tensor_info(embed_name).shape) if checkpoint.has(embed_name) else None
+    if actual != (vocab, hidden):
+        raise CheckpointError(f"{checkpoint.path.name}: tensor '{embed_name}' has shape "
+                              f"{list(actual) if actual else 'missing'}, config.json implies {[vocab, hidden]}")
+    table = g.weight("/embed_tokens/weight", checkpoint.read(embed_name, dtype=np.float32))
+    g.add_input("input_ids", TensorProto.INT64, ["batch_size", "sequence_length"])
+    g.add_input("image_features", TensorProto.FLOAT, ["num_image_tokens", hidden])
+    g.add_output("inputs_embeds", TensorProto.FLOAT, ["batch_size", "sequence_length", hidden])
+    scope = "/embed_merge"
+    text = g.one("Gather", [table, "input_ids"], "/embed_tokens/Gather", axis=0)
+    is_image = g.one("Equal", ["input_ids", g.const(np.int64(image_token_id))], f"{scope}/Equal")
+    flat = g.one("Reshape", [g.one("Cast", [is_image], f"{scope}/Cast", to=TensorProto.INT64),
+                             g.const([-1], np.int64)], f"{scope}/Reshape")
+    order = g.one("Sub", [g.one("CumSum", [flat, g.const(np.int64(0))], f"{scope}/CumSum"),
+                          g.const(np.int64(1))], f"{scope}/Sub")
+    order = g.one("Max", [order, g.const(np.int64(0))], f"{scope}/Max")
+    # One zero row past the features: a prompt with no image (or a stray pad) never indexes an empty tensor.
+    padded = g.one("Concat", ["image_features", g.const(np.zeros((1, hidden), np.float32))], f"{scope}/Concat", axis=0)
+    count = g.one("Gather", [g.one("Shape", ["image_features"], f"{scope}/Shape"), g.const(np.int64(0))],
+                  f"{scope}/Count", axis=0)
+    order = g.one("Min", [order, count], f"{scope}/Min")
+    picked = g.one("Gather", [padded, order], f"{scope}/Gather", axis=0)
+    picked = g.one("Reshape", [picked, g.one("Shape", [text], f"{scope}/Shape_text")], f"{scope}/Reshape_back")
+    mask = g.one("Unsqueeze", [is_image, g.const([-1], np.int64)], f"{scope}/Unsqueeze")
+    g.one("Where", [mask, picked, text], f"{scope}/Where", outputs=["inputs_embeds"])
+
+
+__all__ = ["VISION_INPUTS", "VisionGraphBuilder", "build_embedding"]
