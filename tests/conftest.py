@@ -284,3 +284,21 @@ def make_vl_checkpoint(directory: Path, *, seed: int = 0) -> Path:
 @pytest.fixture(scope="session")
 def qwen25vl_ckpt(tmp_path_factory) -> Path:
     return make_vl_checkpoint(tmp_path_factory.mktemp("qwen25vl") / "ckpt", seed=5)
+
+
+@pytest.fixture(scope="session")
+def vl_bundles(qwen25vl_ckpt, tmp_path_factory):
+    """Qwen2.5-VL bundles built by `build` for the cpu target, by precision (built once each)."""
+    from qwen_edge.build.run import build_targets
+    from qwen_edge.targets import get_target
+
+    built: dict[str, Path] = {}
+
+    def get(precision: str = "fp32") -> Path:
+        if precision not in built:
+            out = tmp_path_factory.mktemp("vl_bundle") / precision
+            build_targets(qwen25vl_ckpt, out, [get_target("cpu")], precision=precision)
+            built[precision] = out
+        return built[precision]
+
+    return get

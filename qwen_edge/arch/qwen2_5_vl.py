@@ -144,6 +144,10 @@ class VisionLanguageAdapter(ArchAdapter):
         self.LEFT_OUT_PREFIXES = (visual,)
         return self
 
+    def check_tensors(self, checkpoint, spec: ArchSpec) -> None:
+        self.use_layout(checkpoint.has)
+        super().check_tensors(checkpoint, spec)
+
     def spec(self, config: dict, architecture: str) -> ArchSpec:
         text = text_config(config)
         dense = self._dense_spec(text, architecture, attention_bias=self.ATTENTION_BIAS, qk_norm=self.QK_NORM)

@@ -1,0 +1,114 @@
+"""The model files of a vision-language bundle (a spec with M-RoPE): vision.onnx, embedding.onnx and
+the decoder, a smoke run of the three, and the manifest sections the runtime reads (`io.vision`).
+
+Called by DecoderStages.write in place of its one-graph path; a target's passes, data-aware plans and
+the quality report are not applied to these bundles yet (refused by name, not skipped).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import CheckpointError, ConfigError
+from ..graph.decoder_io import cache_io
+from ..graph.vision_language import write_vision_language
+
+
+def check_vision_language_request(request, target) -> None:
+    if target.passes:
+        raise ConfigError(f"target '{target.name}': vision-language bundles take no passes yet "
+                          f"(the target runs {target.passes[0].name})")
+    if request.calibration is not None or request.budget is not None or request.quality is not None:
+        raise ConfigError("vision-language bundles: data-aware quantization, budgets and the quality report "
+                          "are not supported yet")
+    if target.graph.weights == "passes":
+        raise ConfigError(f"target '{target.name}': vision-language bundles need weights made by the builder")
+
+
+def smoke_run(stage: Path, spec, vision, files: dict[str, str]) -> None:
+    """One 56x56 image through the three graphs: they load and agree on their shapes."""
+    import onnxruntime as ort
+
+    from ..runtime.vision_inputs import rope_positions, vision_feeds
+
+    def session(role):
+        return ort.InferenceSession(str(stage / files[role]), providers=["CPUExecutionProvider"])
+
+    p, m = vision.patch_size, vision.merge_size
+    grid = (1, 2 * m, 2 * m)
+    feeds = vision_feeds([grid], m, vision.window_size, p)
+    feeds["pixel_values"] = np.zeros((grid[1] * grid[2], vision.patch_dim), np.float32)
+    features = session("vision").run(None, feeds)[0]
+    ids = np.array([vision.vision_start_token_id] + [vision.image_token_id] * 4 + [vision.vision_end_token_id],
+                   np.int64)
+    embeds = session("embedding").run(None, {"input_ids": ids[None], "image_features": features})[0]
+    positions, _ = rope_positions(ids, vision.image_token_id, [grid], m)
+    dtype = np.float16 if embeds.dtype == np.float16 else np.float32
+    dec = session("decoder")
+    want = {i.name: i.type for i in dec.get_inputs()}
+    feeds = {"inputs_embeds": embeds.astype(_elem(want["inputs_embeds"], dtype)), "position_ids": positions,
+             "attention_mask": np.ones((1, len(ids)), np.int64)}
+    empty = np.zeros((1, spec.num_kv_heads, 0, spec.head_dim), _elem(want["past_key_values.0.key"], dtype))
+    feeds |= {f"past_key_values.{i}.{k}": empty for i in spec.kv_layers for k in ("key", "value")}
+    logits = dec.run(["logits"], feeds)[0]
+    if logits.shape[-1] != spec.vocab_size or not np.isfinite(logits).all():
+        raise CheckpointError(f"smoke test: the decoder gave logits of shape {list(logits.shape)} "
+                              "or non-finite values")
+
+
+def _merged(counts: dict[str, dict[str, int]]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for per_model in counts.values():
+        for op, n in per_model.items():
+            out[op] = out.get(op, 0) + n
+    return out
+
+
+def _elem(onnx_type: str, default):
+    return np.float16 if onnx_type == "tensor(float16)" else np.float32 if "float" in onnx_type else default
+
+
+def write_stages(stages, stage: Path) -> dict[str, Any]:
+    ckpt, spec, request, adapter = stages.ckpt, stages.spec, stages.request, stages.adapter
+    vision = adapter.vision_spec(ckpt.config)
+    models = write_vision_language(ckpt, adapter, spec, vision, stages.graph_precision, stage, request.options,
+                                   stages.progress)
+    left_out, leftover = adapter.split_unused(ckpt.unconsumed())
+    if leftover:
+        raise CheckpointError(f"{Path(request.checkpoint).name}: {len(leftover)} tensor(s) not used by the "
+                              f"{spec.architecture} adapter, first '{leftover[0]}'")
+    if request.smoke_test:
+        smoke_run(stage, spec, vision, models.files)
+    io = cache_io(spec, request.precision.dtype)
+    io["inputs"] = ["inputs_embeds", "attention_mask", "position_ids", *io["inputs"][2:]]
+    return {
+        "precision": stages.precision.to_dict() | {"name": stages.precision.name},
+        "passes": [],
+        "io": {
+            **io,
+            "model_file": models.files["decoder"],
+            "context_length": stages.context,
+            "kv_dtype": request.precision.dtype,
+            "num_layers": spec.num_layers,
+            "num_kv_heads": spec.num_kv_heads,
+            "head_dim": spec.head_dim,
+            "vocab_size": spec.vocab_size,
+            "vision": {
+                "vision_file": models.files["vision"], "embedding_file": models.files["embedding"],
+                "image_token_id": vision.image_token_id, "hidden_size": spec.hidden_size,
+                "patch_size": vision.patch_size, "merge_size": vision.merge_size,
+                "temporal_patch_size": vision.temporal_patch_size, "window_size": vision.window_size,
+                "spec": vision.to_dict(), "parameters": models.vision_parameters, "dtype": "fp32",
+            },
+        },
+        "weights": models.decoder_stats.to_dict(),
+        "graph": {"nodes": sum(sum(c.values()) for c in models.op_counts.values()),
+                  "op_counts": dict(sorted(_merged(models.op_counts).items())),
+                  "op_counts_by_model": {role: dict(sorted(c.items())) for role, c in models.op_counts.items()}},
+    }
+
+
+__all__ = ["check_vision_language_request", "smoke_run", "write_stages"]
