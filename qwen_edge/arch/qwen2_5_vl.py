@@ -44,6 +44,8 @@ class VisionSpec:
     image_token_id: int = 0
     vision_start_token_id: int = 0
     vision_end_token_id: int = 0
+    video_token_id: int = 0
+    tokens_per_second: float = 2.0
     norm_eps: float = 1e-6
 
     def __post_init__(self) -> None:
@@ -108,6 +110,8 @@ def vision_from_config(config: dict, kind: str) -> VisionSpec:
         image_token_id=_get(config, "image_token_id", int),
         vision_start_token_id=_get(config, "vision_start_token_id", int),
         vision_end_token_id=_get(config, "vision_end_token_id", int),
+        video_token_id=_get(config, "video_token_id", int, 0, required=False),
+        tokens_per_second=float(vision.get("tokens_per_second", 2.0)),
     )
     if kind == "qwen2_5_vl":
         return VisionSpec(**common, window_size=_get(vision, "window_size", int, 112, required=False),

@@ -179,6 +179,9 @@ class DecoderStages:
                 progress("quality", 1, 1)
         return sections
 
+    def genai_provider_options(self) -> list[dict[str, Any]]:
+        return genai_provider_options(self.target)
+
     def _write_vision_language(self, stage: Path) -> dict[str, Any]:
         """vision.onnx + embedding.onnx + the M-RoPE decoder (build/vision_language_stages.py)."""
         sections = write_stages(self, stage)

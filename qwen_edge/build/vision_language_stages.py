@@ -7,14 +7,17 @@ the quality report are not applied to these bundles yet (refused by name, not sk
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..bundle.genai_config import genai_config, special_token_ids
 from ..errors import CheckpointError, ConfigError
 from ..graph.decoder_io import cache_io
 from ..graph.vision_language import write_vision_language
+from ..runtime.image_processing import CLIP_MEAN, CLIP_STD
 
 
 def check_vision_language_request(request, target) -> None:
@@ -32,15 +35,15 @@ def smoke_run(stage: Path, spec, vision, files: dict[str, str]) -> None:
     """One 56x56 image through the three graphs: they load and agree on their shapes."""
     import onnxruntime as ort
 
-    from ..runtime.vision_inputs import rope_positions, vision_feeds
+    from ..runtime.vision_inputs import rope_positions
 
     def session(role):
         return ort.InferenceSession(str(stage / files[role]), providers=["CPUExecutionProvider"])
 
-    p, m = vision.patch_size, vision.merge_size
+    m = vision.merge_size
     grid = (1, 2 * m, 2 * m)
-    feeds = vision_feeds([grid], m, vision.window_size, p)
-    feeds["pixel_values"] = np.zeros((grid[1] * grid[2], vision.patch_dim), np.float32)
+    feeds = {"pixel_values": np.zeros((grid[1] * grid[2], vision.patch_dim), np.float32),
+             "image_grid_thw": np.array([grid], np.int64)}
     features = session("vision").run(None, feeds)[0]
     ids = np.array([vision.vision_start_token_id] + [vision.image_token_id] * 4 + [vision.vision_end_token_id],
                    np.int64)
@@ -71,6 +74,44 @@ def _elem(onnx_type: str, default):
     return np.float16 if onnx_type == "tensor(float16)" else np.float32 if "float" in onnx_type else default
 
 
+def genai_files(stage: Path, gen: dict[str, Any], spec, vision, files: dict[str, str], session: dict) -> None:
+    """genai_config.json (onnxruntime-genai 0.18's qwen2_5_vl type: vision + embedding + decoder) and
+    the processor_config.json its ort-extensions image processor reads."""
+    model = gen["model"]
+    model["type"] = "qwen2_5_vl"
+    model["image_token_id"] = vision.image_token_id
+    model["vision_start_token_id"] = vision.vision_start_token_id
+    model["video_token_id"] = vision.video_token_id
+    decoder = model["decoder"]
+    decoder["inputs"] = {"inputs_embeds": "inputs_embeds", "attention_mask": "attention_mask",
+                         "position_ids": "position_ids"} | {k: v for k, v in decoder["inputs"].items()
+                                                            if k.startswith("past_")}
+    model["embedding"] = {"filename": files["embedding"], "session_options": session,
+                          "inputs": {"input_ids": "input_ids", "image_features": "image_features"},
+                          "outputs": {"inputs_embeds": "inputs_embeds"}}
+    model["vision"] = {"filename": files["vision"], "session_options": session,
+                       "spatial_merge_size": vision.merge_size, "patch_size": vision.patch_size,
+                       "window_size": vision.window_size, "tokens_per_second": float(vision.tokens_per_second),
+                       "inputs": {"pixel_values": "pixel_values", "image_grid_thw": "image_grid_thw"},
+                       "outputs": {"image_features": "image_features"}}
+    (stage / "genai_config.json").write_text(json.dumps(gen, indent=2, sort_keys=True) + "\n")
+    factor = vision.patch_size * vision.merge_size
+    processor = {"processor": {"name": "qwen2_5_image_processor", "transforms": [
+        {"operation": {"name": "decode_image", "type": "DecodeImage", "attrs": {"color_space": "RGB"}}},
+        {"operation": {"name": "convert_to_rgb", "type": "ConvertRGB"}},
+        {"operation": {"name": "resize", "type": "Resize", "attrs": {
+            "width": 16 * factor, "height": 16 * factor, "smart_resize": 1, "min_pixels": 56 * 56,
+            "max_pixels": 28 * 28 * 1280, "patch_size": vision.patch_size, "merge_size": vision.merge_size}}},
+        {"operation": {"name": "rescale", "type": "Rescale", "attrs": {"rescale_factor": 1 / 255}}},
+        {"operation": {"name": "normalize", "type": "Normalize", "attrs": {
+            "mean": list(CLIP_MEAN), "std": list(CLIP_STD), "qwen2_5_vl": 1}}},
+        {"operation": {"name": "patch_image", "type": "PatchImage", "attrs": {
+            "patch_size": vision.patch_size, "temporal_patch_size": vision.temporal_patch_size,
+            "merge_size": vision.merge_size}}},
+    ]}}
+    (stage / "processor_config.json").write_text(json.dumps(processor, indent=2) + "\n")
+
+
 def write_stages(stages, stage: Path) -> dict[str, Any]:
     ckpt, spec, request, adapter = stages.ckpt, stages.spec, stages.request, stages.adapter
     vision = adapter.vision_spec(ckpt.config)
@@ -82,6 +123,11 @@ def write_stages(stages, stage: Path) -> dict[str, Any]:
                               f"{spec.architecture} adapter, first '{leftover[0]}'")
     if request.smoke_test:
         smoke_run(stage, spec, vision, models.files)
+    tokenizer = stage / "tokenizer.json"
+    gen = genai_config(spec, model_type="qwen2_5_vl", context_length=stages.context, generation=ckpt.generation,
+                       filename=models.files["decoder"], provider_options=stages.genai_provider_options(),
+                       special_tokens=special_token_ids(tokenizer) if tokenizer.is_file() else None)
+    genai_files(stage, gen, spec, vision, models.files, gen["model"]["decoder"]["session_options"])
     io = cache_io(spec, request.precision.dtype)
     io["inputs"] = ["inputs_embeds", "attention_mask", "position_ids", *io["inputs"][2:]]
     return {

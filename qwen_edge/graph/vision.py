@@ -3,16 +3,16 @@
 vision.onnx turns the processor's patches into one feature row per merged 2x2 patch block:
 
     pixel_values     [patches, C*T*P*P]  the processor's rows (Conv3d with kernel == stride = a MatMul)
-    window_index     [patches / 4]       merge blocks in window order (runtime/vision_inputs.py)
-    reverse_index    [patches / 4]       its inverse: the merger's rows back in image order
-    rotary_pos_ids   [patches, 2]        (h, w) of every patch, in window order
-    window_ids       [patches]           the attention window of every patch, in window order
-    frame_ids        [patches]           the image (frame) of every patch, in window order
+    image_grid_thw   [images, 3]         each image's (t, h, w) patch grid
   -> image_features  [patches / 4, text hidden]
 
-Attention in a block is masked to equal `window_ids` (window blocks) or equal `frame_ids` (the
-`fullatt_block_indexes`), which is what transformers' per-`cu_seqlens` attention computes. The tower
-stays float32: Qwen's vision MLP overflows fp16.
+onnxruntime-genai's contract for qwen2_5_vl. What transformers computes from the grids in Python
+(the window order of merge blocks, each patch's (h, w) rotary position, its attention window and
+frame) the graph computes with vectorised integer ops (`_grid_indices`): a block's image is found by
+comparing its index with the images' first blocks, windows are ordered by a TopK over
+`window id * blocks + block index`. Attention in a block is masked to equal window ids (window
+blocks) or equal frame ids (the `fullatt_block_indexes`), which is what transformers' per-`cu_seqlens`
+attention computes. The tower stays float32: Qwen's vision MLP overflows fp16.
 
 embedding.onnx looks the tokens up and puts the image features on the image-pad tokens, in order.
 """
@@ -26,7 +26,7 @@ from ..arch.qwen2_5_vl import VisionSpec
 from ..errors import CheckpointError, GraphError
 from .builder import GraphBuilder
 
-VISION_INPUTS = ("pixel_values", "window_index", "reverse_index", "rotary_pos_ids", "window_ids", "frame_ids")
+VISION_INPUTS = ("pixel_values", "image_grid_thw")
 _NEG = np.float32(-1e30)
 
 
@@ -137,15 +137,89 @@ class VisionGraphBuilder:
         approximate = "tanh" if self.spec.hidden_act == "gelu_pytorch_tanh" else "none"
         return g.one("Gelu", [x], f"{scope}/Gelu", approximate=approximate)
 
+    def _grid_indices(self) -> None:
+        """window_index, reverse_index [blocks]; rotary_pos_ids [patches, 2]; window_ids, frame_ids
+        [patches] (all in window order), from image_grid_thw."""
+        g, s = self.g, self.spec
+        sc = "/vision/grid"
+        i64 = np.int64
+
+        def op(kind, inputs, name, **kw):
+            return g.one(kind, inputs, f"{sc}/{name}", **kw)
+
+        def col(k, name):
+            return op("Gather", ["image_grid_thw", g.const(i64(k))], name, axis=1)
+
+        def at(values, name):  # the per-image value of every block
+            return op("Gather", [values, image], name, axis=0)
+
+        m = g.const(i64(s.merge_size))
+        t, lh, lw = col(0, "t"), op("Div", [col(1, "h"), m], "lh"), op("Div", [col(2, "w"), m], "lw")
+        per_frame = op("Mul", [lh, lw], "per_frame")
+        count = op("Mul", [t, per_frame], "count")
+        zero = g.const(i64(0))
+        block_start = op("CumSum", [count, zero], "block_start", exclusive=1)
+        frame_start = op("CumSum", [t, zero], "frame_start", exclusive=1)
+        total = op("ReduceSum", [count], "total", keepdims=1)
+        index = op("Range", [zero, op("Squeeze", [total], "total_scalar"), g.const(i64(1))], "index")
+        after = op("GreaterOrEqual", [op("Unsqueeze", [index, g.const([1], i64)], "index_col"),
+                                      op("Unsqueeze", [block_start, g.const([0], i64)], "start_row")], "after")
+        image = op("Sub", [op("ReduceSum", [op("Cast", [after], "after_int", to=TensorProto.INT64),
+                                             g.const([1], i64)], "images_before", keepdims=0), g.const(i64(1))], "image")
+        local = op("Sub", [index, at(block_start, "block_start_b")], "local")
+        frame_size = at(per_frame, "per_frame_b")
+        frame = op("Div", [local, frame_size], "frame")
+        within = op("Mod", [local, frame_size], "within")
+        width = at(lw, "lw_b")
+        row, column = op("Div", [within, width], "row"), op("Mod", [within, width], "column")
+        frame_id = op("Add", [at(frame_start, "frame_start_b"), frame], "frame_id")
+        if s.window_size:
+            size = g.const(i64(s.window_size // (s.merge_size * s.patch_size)))
+            ceil = g.const(i64(s.window_size // (s.merge_size * s.patch_size) - 1))
+            nh = op("Div", [op("Add", [lh, ceil], "lh_up"), size], "windows_h")
+            nw = op("Div", [op("Add", [lw, ceil], "lw_up"), size], "windows_w")
+            frame_windows = op("Mul", [nh, nw], "frame_windows")
+            window_start = op("CumSum", [op("Mul", [t, frame_windows], "image_windows"), zero], "window_start",
+                              exclusive=1)
+            in_frame = op("Add", [op("Mul", [op("Div", [row, size], "window_row"), at(nw, "windows_w_b")],
+                                     "window_row_start"), op("Div", [column, size], "window_column")], "in_frame")
+            window = op("Add", [op("Add", [at(window_start, "window_start_b"),
+                                           op("Mul", [frame, at(frame_windows, "frame_windows_b")], "frame_offset")],
+                                   "window_base"), in_frame], "window")
+        else:
+            window = frame_id
+        key = op("Add", [op("Mul", [window, op("Squeeze", [total], "total_key")], "key_major"), index], "key")
+        g.node("TopK", [key, total], f"{sc}/TopK", outputs=[f"{sc}/TopK/values", "window_index"], largest=0, sorted=1)
+        g.one("ScatterElements", [op("Mul", [index, zero], "zeros"), "window_index", index], f"{sc}/reverse",
+              outputs=["reverse_index"], axis=0)
+        unit = s.merge_unit
+        spread = g.const([1, unit], i64)
+
+        def per_patch(values, name, offsets=None):
+            picked = op("Unsqueeze", [op("Gather", [values, "window_index"], f"{name}/Gather", axis=0),
+                                      g.const([1], i64)], f"{name}/Unsqueeze")
+            if offsets is None:
+                wide = op("Expand", [picked, spread], f"{name}/Expand")
+            else:
+                wide = op("Add", [op("Mul", [picked, m], f"{name}/Mul"), g.const(offsets.reshape(1, unit))],
+                          f"{name}/Add")
+            return op("Reshape", [wide, g.const([-1], i64)], f"{name}/Reshape")
+
+        g.one("Identity", [per_patch(window, "window_patch")], f"{sc}/window_ids", outputs=["window_ids"])
+        g.one("Identity", [per_patch(frame_id, "frame_patch")], f"{sc}/frame_ids", outputs=["frame_ids"])
+        sub = np.arange(unit, dtype=i64)
+        hpos = per_patch(row, "h_patch", sub // s.merge_size)
+        wpos = per_patch(column, "w_patch", sub % s.merge_size)
+        g.one("Concat", [op("Unsqueeze", [hpos, g.const([1], i64)], "h_col"),
+                         op("Unsqueeze", [wpos, g.const([1], i64)], "w_col")], f"{sc}/positions",
+              outputs=["rotary_pos_ids"], axis=1)
+
     def build(self) -> None:
         g, s = self.g, self.spec
         g.add_input("pixel_values", TensorProto.FLOAT, ["num_patches", s.patch_dim])
-        for name in ("window_index", "reverse_index"):
-            g.add_input(name, TensorProto.INT64, ["num_merged"])
-        g.add_input("rotary_pos_ids", TensorProto.INT64, ["num_patches", 2])
-        for name in ("window_ids", "frame_ids"):
-            g.add_input(name, TensorProto.INT64, ["num_patches"])
+        g.add_input("image_grid_thw", TensorProto.INT64, ["num_images", 3])
         g.add_output("image_features", TensorProto.FLOAT, ["num_merged", s.out_hidden_size])
+        self._grid_indices()
 
         w = self._read("patch_embed.proj.weight", (s.hidden_size, s.in_channels, s.temporal_patch_size,
                                                    s.patch_size, s.patch_size))

@@ -17,7 +17,7 @@ import onnxruntime as ort
 from ..errors import BundleError
 from .errors import InvalidRequestError
 from .image_processing import ImageOptions, preprocess
-from .vision_inputs import rope_positions, vision_feeds
+from .vision_inputs import rope_positions
 
 IMAGE_PLACEHOLDER = "<|vision_start|><|image_pad|><|vision_end|>"  # what Qwen-VL templates write per image
 
@@ -39,7 +39,6 @@ class VisionModels:
             self.image_token_id = int(io["image_token_id"])
             self.hidden_size = int(io["hidden_size"])
             self.merge_size = int(io["merge_size"])
-            self.window_size = int(io["window_size"])
             self.options = ImageOptions(patch_size=int(io["patch_size"]), merge_size=self.merge_size,
                                         temporal_patch_size=int(io["temporal_patch_size"]))
             files = (io["vision_file"], io["embedding_file"])
@@ -67,8 +66,8 @@ class VisionModels:
         grids = [p.grid_thw for p in processed]
         if not processed:
             return self._no_features, grids
-        feeds = vision_feeds(grids, self.merge_size, self.window_size, self.options.patch_size)
-        feeds["pixel_values"] = np.concatenate([p.pixel_values for p in processed])
+        feeds = {"pixel_values": np.concatenate([p.pixel_values for p in processed]),
+                 "image_grid_thw": np.array(grids, np.int64)}
         return self.vision.run(["image_features"], feeds)[0], grids
 
     def prepare(self, ids: np.ndarray, images: Sequence[Any], options: ImageOptions | None = None) -> PromptMedia:

@@ -1,7 +1,5 @@
-"""What the vision graph and the M-RoPE decoder need besides pixels, computed in numpy from the
-images' (t, h, w) grids: the window order of merge blocks, rotary (h, w) positions, attention
-window / frame ids (graph/vision.py), and the 3-D text positions (transformers' `get_rope_index`).
-"""
+"""The 3-D text positions of a prompt with images (transformers' `get_rope_index`), in numpy from the
+images' (t, h, w) grids; the vision graph computes its own indices from the grids (graph/vision.py)."""
 
 from __future__ import annotations
 
@@ -10,42 +8,6 @@ from typing import Sequence
 import numpy as np
 
 Grid = tuple[int, int, int]
-
-
-def vision_feeds(grids: Sequence[Grid], merge: int, window_size: int, patch_size: int) -> dict[str, np.ndarray]:
-    """Feeds of vision.onnx but pixel_values, for the images' patches concatenated in order."""
-    unit = merge * merge
-    window_index, window_ids, frame_ids, positions = [], [], [], []
-    block_offset = window_offset = frame_offset = 0
-    merger_window = window_size // (merge * patch_size) if window_size else 0
-    for t, h, w in grids:
-        lh, lw = h // merge, w // merge
-        # (h, w) of each patch, in merge-block order (as the processor lays the patches out)
-        hpos = np.arange(h).reshape(lh, merge, 1, 1).repeat(lw, 2).repeat(merge, 3)
-        wpos = np.arange(w).reshape(1, 1, lw, merge).repeat(lh, 0).repeat(merge, 1)
-        pos = np.stack([hpos.transpose(0, 2, 1, 3).reshape(-1), wpos.transpose(0, 2, 1, 3).reshape(-1)], -1)
-        for frame in range(t):
-            index = np.arange(lh * lw).reshape(lh, lw)
-            if merger_window:
-                wh, ww = -(-lh // merger_window), -(-lw // merger_window)
-                windows = (np.arange(lh)[:, None] // merger_window) * ww + np.arange(lw)[None, :] // merger_window
-                order = np.argsort(windows.reshape(-1), kind="stable")
-                block_window = windows.reshape(-1)[order]
-            else:
-                order = index.reshape(-1)
-                block_window = np.zeros(lh * lw, np.int64)
-            window_index.append(order + block_offset)
-            window_ids.append(np.repeat(block_window + window_offset, unit))
-            frame_ids.append(np.full(lh * lw * unit, frame_offset, np.int64))
-            positions.append(pos.reshape(lh * lw, unit, 2)[order].reshape(-1, 2))
-            block_offset += lh * lw
-            window_offset += (wh * ww) if merger_window else 1
-            frame_offset += 1
-    index = np.concatenate(window_index).astype(np.int64)
-    return {"window_index": index, "reverse_index": np.argsort(index).astype(np.int64),
-            "rotary_pos_ids": np.concatenate(positions).astype(np.int64),
-            "window_ids": np.concatenate(window_ids).astype(np.int64),
-            "frame_ids": np.concatenate(frame_ids).astype(np.int64)}
 
 
 def rope_positions(ids: Sequence[int], image_token_id: int, grids: Sequence[Grid], merge: int) -> tuple[np.ndarray, int]:
@@ -81,4 +43,4 @@ def rope_positions(ids: Sequence[int], image_token_id: int, grids: Sequence[Grid
     return out[:, None, :], delta
 
 
-__all__ = ["Grid", "rope_positions", "vision_feeds"]
+__all__ = ["Grid", "rope_positions"]

@@ -14,7 +14,7 @@ from qwen_edge.checkpoint import Checkpoint
 from qwen_edge.graph.vision_language import write_vision_language
 from qwen_edge.precision import Precision
 from qwen_edge.runtime.image_processing import ImageOptions, preprocess
-from qwen_edge.runtime.vision_inputs import rope_positions, vision_feeds
+from qwen_edge.runtime.vision_inputs import rope_positions
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -76,8 +76,7 @@ def test_qwen25vl_matches_transformers(built, hf):
     assert pixel_err <= 1e-5, pixel_err
 
     # merged vision features
-    feeds = vision_feeds(grids, vision.merge_size, vision.window_size, vision.patch_size)
-    features = sess["vision"].run(None, {"pixel_values": pixel_values, **feeds})[0]
+    features = sess["vision"].run(None, {"pixel_values": pixel_values, "image_grid_thw": np.array(grids)})[0]
     with torch.no_grad():
         expected = torch.cat(model.model.get_image_features(ref["pixel_values"], ref["image_grid_thw"]).pooler_output)
     assert features.shape == tuple(expected.shape)
