@@ -67,6 +67,14 @@ class VisionSpec:
             raise CheckpointError(f"config.json: vision_config hidden_act '{self.hidden_act}' is not supported")
 
     @property
+    def processor(self) -> dict:
+        """The Hugging Face image processor's settings for this tower (its published preprocessor_config)."""
+        if self.kind == "qwen3_vl":
+            return {"image_mean": [0.5] * 3, "image_std": [0.5] * 3, "min_pixels": 65536, "max_pixels": 16777216}
+        return {"image_mean": [0.48145466, 0.4578275, 0.40821073], "image_std": [0.26862954, 0.26130258, 0.27577711],
+                "min_pixels": 56 * 56, "max_pixels": 28 * 28 * 1280}
+
+    @property
     def head_dim(self) -> int:
         return self.hidden_size // self.num_heads
 
@@ -125,7 +133,7 @@ def mrope_from_config(text: dict, *, interleaved: bool) -> MropeSpec:
     section = rope.get("mrope_section")
     if not isinstance(section, list):
         raise CheckpointError("config.json: text_config rope parameters need an 'mrope_section' list")
-    return MropeSpec(section=tuple(section), interleaved=interleaved)
+    return MropeSpec(section=tuple(section), interleaved=bool(rope.get("mrope_interleaved", interleaved)))
 
 
 class VisionLanguageAdapter(ArchAdapter):
@@ -155,7 +163,11 @@ class VisionLanguageAdapter(ArchAdapter):
     def spec(self, config: dict, architecture: str) -> ArchSpec:
         text = text_config(config)
         dense = self._dense_spec(text, architecture, attention_bias=self.ATTENTION_BIAS, qk_norm=self.QK_NORM)
-        return replace(dense, mrope=mrope_from_config(text, interleaved=self.INTERLEAVED_MROPE))
+        mrope = mrope_from_config(text, interleaved=self.INTERLEAVED_MROPE)
+        deepstack = len(self.vision_spec(config).deepstack_layers)
+        if deepstack > dense.num_layers:
+            raise CheckpointError(f"config.json: {deepstack} DeepStack layers for a {dense.num_layers}-layer decoder")
+        return replace(dense, mrope=replace(mrope, deepstack=deepstack))
 
     def vision_spec(self, config: dict) -> VisionSpec:
         return vision_from_config(config, self.VISION_KIND)
@@ -170,9 +182,8 @@ class Qwen25VLAdapter(VisionLanguageAdapter):
     pass
 
 
+@register("Qwen3VLForConditionalGeneration")
 class Qwen3VLAdapter(VisionLanguageAdapter):
-    """Not registered yet: its vision tower (learned positions, DeepStack) has no graph builder."""
-
     VISION_KIND = "qwen3_vl"
     QK_NORM = True
     ATTENTION_BIAS = False

@@ -53,6 +53,8 @@ class MropeSpec:
 
     section: tuple[int, ...]
     interleaved: bool = False
+    # Qwen3-VL's DeepStack: the decoder adds `deepstack_embeds[i]` to the output of layers 0..deepstack-1.
+    deepstack: int = 0
 
     def __post_init__(self) -> None:
         if len(self.section) != 3 or any(not isinstance(n, int) or n < 0 for n in self.section):

@@ -17,7 +17,6 @@ from ..bundle.genai_config import genai_config, special_token_ids
 from ..errors import CheckpointError, ConfigError
 from ..graph.decoder_io import cache_io
 from ..graph.vision_language import write_vision_language
-from ..runtime.image_processing import CLIP_MEAN, CLIP_STD
 
 
 def check_vision_language_request(request, target) -> None:
@@ -44,16 +43,19 @@ def smoke_run(stage: Path, spec, vision, files: dict[str, str]) -> None:
     grid = (1, 2 * m, 2 * m)
     feeds = {"pixel_values": np.zeros((grid[1] * grid[2], vision.patch_dim), np.float32),
              "image_grid_thw": np.array([grid], np.int64)}
-    features = session("vision").run(None, feeds)[0]
+    features = dict(zip(("image_features", "deepstack_features"), session("vision").run(None, feeds)))
     ids = np.array([vision.vision_start_token_id] + [vision.image_token_id] * 4 + [vision.vision_end_token_id],
                    np.int64)
-    embeds = session("embedding").run(None, {"input_ids": ids[None], "image_features": features})[0]
+    embedded = session("embedding").run(None, {"input_ids": ids[None], **features})
+    embeds = embedded[0]
     positions, _ = rope_positions(ids, vision.image_token_id, [grid], m)
     dtype = np.float16 if embeds.dtype == np.float16 else np.float32
     dec = session("decoder")
     want = {i.name: i.type for i in dec.get_inputs()}
     feeds = {"inputs_embeds": embeds.astype(_elem(want["inputs_embeds"], dtype)), "position_ids": positions,
              "attention_mask": np.ones((1, len(ids)), np.int64)}
+    if spec.mrope.deepstack:
+        feeds["deepstack_embeds"] = embedded[1].astype(feeds["inputs_embeds"].dtype)
     empty = np.zeros((1, spec.num_kv_heads, 0, spec.head_dim), _elem(want["past_key_values.0.key"], dtype))
     feeds |= {f"past_key_values.{i}.{k}": empty for i in spec.kv_layers for k in ("key", "value")}
     logits = dec.run(["logits"], feeds)[0]
@@ -100,11 +102,12 @@ def genai_files(stage: Path, gen: dict[str, Any], spec, vision, files: dict[str,
         {"operation": {"name": "decode_image", "type": "DecodeImage", "attrs": {"color_space": "RGB"}}},
         {"operation": {"name": "convert_to_rgb", "type": "ConvertRGB"}},
         {"operation": {"name": "resize", "type": "Resize", "attrs": {
-            "width": 16 * factor, "height": 16 * factor, "smart_resize": 1, "min_pixels": 56 * 56,
-            "max_pixels": 28 * 28 * 1280, "patch_size": vision.patch_size, "merge_size": vision.merge_size}}},
+            "width": 16 * factor, "height": 16 * factor, "smart_resize": 1,
+            "min_pixels": vision.processor["min_pixels"], "max_pixels": vision.processor["max_pixels"],
+            "patch_size": vision.patch_size, "merge_size": vision.merge_size}}},
         {"operation": {"name": "rescale", "type": "Rescale", "attrs": {"rescale_factor": 1 / 255}}},
         {"operation": {"name": "normalize", "type": "Normalize", "attrs": {
-            "mean": list(CLIP_MEAN), "std": list(CLIP_STD), "qwen2_5_vl": 1}}},
+            "mean": vision.processor["image_mean"], "std": vision.processor["image_std"], "qwen2_5_vl": 1}}},
         {"operation": {"name": "patch_image", "type": "PatchImage", "attrs": {
             "patch_size": vision.patch_size, "temporal_patch_size": vision.temporal_patch_size,
             "merge_size": vision.merge_size}}},
@@ -127,9 +130,14 @@ def write_stages(stages, stage: Path) -> dict[str, Any]:
     gen = genai_config(spec, model_type="qwen2_5_vl", context_length=stages.context, generation=ckpt.generation,
                        filename=models.files["decoder"], provider_options=stages.genai_provider_options(),
                        special_tokens=special_token_ids(tokenizer) if tokenizer.is_file() else None)
-    genai_files(stage, gen, spec, vision, models.files, gen["model"]["decoder"]["session_options"])
+    # Qwen3-VL gets no genai_config: onnxruntime-genai 0.18's qwen3_vl pipeline has no DeepStack path (its
+    # config parser rejects a decoder input 'deepstack_embeds', and its embedding stage does not feed
+    # 'deepstack_features'), and dropping DeepStack would change the model's answers.
+    if vision.kind == "qwen2_5_vl":
+        genai_files(stage, gen, spec, vision, models.files, gen["model"]["decoder"]["session_options"])
     io = cache_io(spec, request.precision.dtype)
-    io["inputs"] = ["inputs_embeds", "attention_mask", "position_ids", *io["inputs"][2:]]
+    extra = ["deepstack_embeds"] if spec.mrope.deepstack else []
+    io["inputs"] = ["inputs_embeds", "attention_mask", "position_ids", *extra, *io["inputs"][2:]]
     return {
         "precision": stages.precision.to_dict() | {"name": stages.precision.name},
         "passes": [],
@@ -147,6 +155,7 @@ def write_stages(stages, stage: Path) -> dict[str, Any]:
                 "image_token_id": vision.image_token_id, "hidden_size": spec.hidden_size,
                 "patch_size": vision.patch_size, "merge_size": vision.merge_size,
                 "temporal_patch_size": vision.temporal_patch_size, "window_size": vision.window_size,
+                "deepstack": spec.mrope.deepstack, **vision.processor,
                 "spec": vision.to_dict(), "parameters": models.vision_parameters, "dtype": "fp32",
             },
         },

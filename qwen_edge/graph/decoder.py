@@ -271,7 +271,7 @@ class DecoderBuilder:
                 attn = self._token_mixer(i, x, t, seqlens, total_len, cos, sin)
                 x, residual = self._skip_norm(attn, residual, t["post_attention_norm"],
                                               f"/model/layers.{i}/post_attention_layernorm")
-                pending = self._mlp(i, x, t)
+                pending = self._after_layer(i, self._mlp(i, x, t))
                 del t
 
         self.progress("lm_head", n_layers + 1, n_layers + 2)
@@ -287,6 +287,10 @@ class DecoderBuilder:
             logits = g.one("Cast", [logits], "/lm_head/Cast", to=TensorProto.FLOAT)
         g.one("Identity", [logits], "/lm_head/output/Identity", outputs=["logits"])
         self.progress("lm_head", n_layers + 2, n_layers + 2)
+
+    def _after_layer(self, i: int, out: str) -> str:
+        """Layer i's last output (added to the residual by the next norm); a subclass may add to it."""
+        return out
 
     def _embed_input(self) -> tuple[str, str | None]:
         """The first hidden states (the token embedding of `input_ids`), and the float table's name

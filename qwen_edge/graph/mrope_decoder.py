@@ -38,9 +38,20 @@ class MropeDecoderBuilder(DecoderBuilder):
                                                     ["batch_size", "sequence_length", s.hidden_size])
         g.inputs.insert(2, helper.make_tensor_value_info("position_ids", TensorProto.INT64,
                                                          [3, "batch_size", "sequence_length"]))
+        if s.mrope.deepstack:
+            g.inputs.insert(3, helper.make_tensor_value_info(
+                "deepstack_embeds", self.elem, [s.mrope.deepstack, "batch_size", "sequence_length", s.hidden_size]))
 
     def _embed_input(self) -> tuple[str, str | None]:
         return "inputs_embeds", None
+
+    def _after_layer(self, i: int, out: str) -> str:
+        """DeepStack: layer i < k adds deepstack_embeds[i] (zeros off the image tokens) to its output."""
+        if i >= self.spec.mrope.deepstack:
+            return out
+        g = self.g
+        extra = g.one("Gather", ["deepstack_embeds", g.const(np.int64(i))], f"/model/layers.{i}/deepstack/Gather", axis=0)
+        return g.one("Add", [out, extra], f"/model/layers.{i}/deepstack/Add")
 
     def _rotary_caches(self) -> tuple[str, str]:
         """cos / sin [batch, seq, 1, head_dim] for these positions."""

@@ -31,9 +31,11 @@ _NEG = np.float32(-1e30)
 
 
 class VisionGraphBuilder:
+    KIND = "qwen2_5_vl"
+
     def __init__(self, checkpoint, prefix: str, spec: VisionSpec, g: GraphBuilder):
-        if spec.kind != "qwen2_5_vl":
-            raise GraphError(f"vision tower '{spec.kind}' is not supported yet")
+        if spec.kind != self.KIND:
+            raise GraphError(f"vision tower '{spec.kind}' is not built by {type(self).__name__}")
         self.ckpt, self.prefix, self.spec, self.g = checkpoint, prefix, spec, g
         self.parameters = 0
 
@@ -193,17 +195,8 @@ class VisionGraphBuilder:
         g.one("ScatterElements", [op("Mul", [index, zero], "zeros"), "window_index", index], f"{sc}/reverse",
               outputs=["reverse_index"], axis=0)
         unit = s.merge_unit
-        spread = g.const([1, unit], i64)
-
-        def per_patch(values, name, offsets=None):
-            picked = op("Unsqueeze", [op("Gather", [values, "window_index"], f"{name}/Gather", axis=0),
-                                      g.const([1], i64)], f"{name}/Unsqueeze")
-            if offsets is None:
-                wide = op("Expand", [picked, spread], f"{name}/Expand")
-            else:
-                wide = op("Add", [op("Mul", [picked, m], f"{name}/Mul"), g.const(offsets.reshape(1, unit))],
-                          f"{name}/Add")
-            return op("Reshape", [wide, g.const([-1], i64)], f"{name}/Reshape")
+        per_patch = self._per_patch
+        self.block_height, self.block_width = at(col(1, "h_grid"), "h_b"), at(col(2, "w_grid"), "w_b")
 
         g.one("Identity", [per_patch(window, "window_patch")], f"{sc}/window_ids", outputs=["window_ids"])
         g.one("Identity", [per_patch(frame_id, "frame_patch")], f"{sc}/frame_ids", outputs=["frame_ids"])
@@ -214,44 +207,77 @@ class VisionGraphBuilder:
                          op("Unsqueeze", [wpos, g.const([1], i64)], "w_col")], f"{sc}/positions",
               outputs=["rotary_pos_ids"], axis=1)
 
+    # Hooks a tower of another kind overrides (graph/vision_qwen3.py) ------------------------------
+    def _norm(self, x: str, name: str, size: int, scope: str) -> str:
+        return self._rms_norm(x, f"{name}.weight", size, scope)
+
+    def _patch_embed(self) -> str:
+        s = self.spec
+        w = self._read("patch_embed.proj.weight", (s.hidden_size, s.in_channels, s.temporal_patch_size,
+                                                   s.patch_size, s.patch_size))
+        return self.g.one("MatMul", ["pixel_values", self.g.weight("/vision/patch_embed/weight",
+                                                                   np.ascontiguousarray(w.reshape(s.hidden_size, -1).T))],
+                          "/vision/patch_embed/MatMul")
+
+    def _merger(self, x: str) -> str:
+        g, s = self.g, self.spec
+        merged = s.hidden_size * s.merge_unit
+        x = self._rms_norm(x, "merger.ln_q.weight", s.hidden_size, "/vision/merger/ln_q")
+        x = g.one("Reshape", [x, g.const([-1, merged], np.int64)], "/vision/merger/Reshape")
+        x = self._linear(x, "merger.mlp.0", merged, merged, "/vision/merger/fc1")
+        x = g.one("Gelu", [x], "/vision/merger/Gelu")
+        return self._linear(x, "merger.mlp.2", s.out_hidden_size, merged, "/vision/merger/fc2")
+
+    def _after_block(self, i: int, x: str) -> None:
+        """Called with each block's output (Qwen3-VL taps some for DeepStack)."""
+
+    def _finish(self) -> None:
+        """Outputs besides image_features."""
+
+    def _per_patch(self, values: str, name: str, offsets: np.ndarray | None = None) -> str:
+        """A per-block value [blocks] in window order, one per patch [patches]: repeated, or
+        value * merge + offsets (a patch's row or column inside its block)."""
+        g, s, sc = self.g, self.spec, "/vision/grid"
+        picked = g.one("Unsqueeze", [g.one("Gather", [values, "window_index"], f"{sc}/{name}/Gather", axis=0),
+                                     g.const([1], np.int64)], f"{sc}/{name}/Unsqueeze")
+        if offsets is None:
+            wide = g.one("Expand", [picked, g.const([1, s.merge_unit], np.int64)], f"{sc}/{name}/Expand")
+        else:
+            wide = g.one("Add", [g.one("Mul", [picked, g.const(np.int64(s.merge_size))], f"{sc}/{name}/Mul"),
+                                 g.const(offsets.reshape(1, s.merge_unit))], f"{sc}/{name}/Add")
+        return g.one("Reshape", [wide, g.const([-1], np.int64)], f"{sc}/{name}/Reshape")
+
     def build(self) -> None:
         g, s = self.g, self.spec
         g.add_input("pixel_values", TensorProto.FLOAT, ["num_patches", s.patch_dim])
         g.add_input("image_grid_thw", TensorProto.INT64, ["num_images", 3])
         g.add_output("image_features", TensorProto.FLOAT, ["num_merged", s.out_hidden_size])
         self._grid_indices()
-
-        w = self._read("patch_embed.proj.weight", (s.hidden_size, s.in_channels, s.temporal_patch_size,
-                                                   s.patch_size, s.patch_size))
-        x = g.one("MatMul", ["pixel_values", g.weight("/vision/patch_embed/weight",
-                                                      np.ascontiguousarray(w.reshape(s.hidden_size, -1).T))],
-                  "/vision/patch_embed/MatMul")
-        x = self._reorder(x, "window_index", s.hidden_size, "/vision/window_order")
+        x = self._reorder(self._patch_embed(), "window_index", s.hidden_size, "/vision/window_order")
         cos, sin = self._rotary()
-        window_mask = self._mask("window_ids", "/vision/window_mask")
         full_mask = self._mask("frame_ids", "/vision/full_mask")
+        window_mask = self._mask("window_ids", "/vision/window_mask") if s.window_size else full_mask
         for i in range(s.depth):
             scope = f"/vision/blocks.{i}"
-            mask = full_mask if (i in s.fullatt_blocks or not s.window_size) else window_mask
-            h = self._rms_norm(x, f"blocks.{i}.norm1.weight", s.hidden_size, f"{scope}/norm1")
+            mask = full_mask if i in s.fullatt_blocks else window_mask
+            h = self._norm(x, f"blocks.{i}.norm1", s.hidden_size, f"{scope}/norm1")
             x = g.one("Add", [x, self._attention(i, h, cos, sin, mask)], f"{scope}/attn/residual")
-            h = self._rms_norm(x, f"blocks.{i}.norm2.weight", s.hidden_size, f"{scope}/norm2")
+            h = self._norm(x, f"blocks.{i}.norm2", s.hidden_size, f"{scope}/norm2")
             x = g.one("Add", [x, self._mlp(i, h)], f"{scope}/mlp/residual")
-        merged = s.hidden_size * s.merge_unit
-        x = self._rms_norm(x, "merger.ln_q.weight", s.hidden_size, "/vision/merger/ln_q")
-        x = g.one("Reshape", [x, g.const([-1, merged], np.int64)], "/vision/merger/Reshape")
-        x = self._linear(x, "merger.mlp.0", merged, merged, "/vision/merger/fc1")
-        x = g.one("Gelu", [x], "/vision/merger/Gelu")
-        x = self._linear(x, "merger.mlp.2", s.out_hidden_size, merged, "/vision/merger/fc2")
-        g.one("Gather", [x, "reverse_index"], "/vision/image_order/Gather", axis=0, outputs=["image_features"])
+            self._after_block(i, x)
+        g.one("Gather", [self._merger(x), "reverse_index"], "/vision/image_order/Gather", axis=0,
+              outputs=["image_features"])
+        self._finish()
 
 
 def build_embedding(checkpoint, embed_name: str, vocab: int, hidden: int, image_token_id: int,
-                    g: GraphBuilder) -> None:
+                    g: GraphBuilder, deepstack: int = 0) -> None:
     """embedding.onnx: input_ids [batch, seq] + image_features [n, hidden] -> inputs_embeds.
 
     The k-th image-pad token (in reading order) takes feature row k; a prompt without images feeds
-    zero rows. The table is float32, as the decoder's input is."""
+    zero rows. The table is float32, as the decoder's input is. With `deepstack` (Qwen3-VL) it also
+    places deepstack_features [deepstack, n, hidden] the same way, zeros elsewhere: deepstack_embeds
+    [deepstack, batch, seq, hidden]."""
     actual = tuple(checkpoint.tensor_info(embed_name).shape) if checkpoint.has(embed_name) else None
     if actual != (vocab, hidden):
         raise CheckpointError(f"{checkpoint.path.name}: tensor '{embed_name}' has shape "
@@ -277,6 +303,17 @@ def build_embedding(checkpoint, embed_name: str, vocab: int, hidden: int, image_
     picked = g.one("Reshape", [picked, g.one("Shape", [text], f"{scope}/Shape_text")], f"{scope}/Reshape_back")
     mask = g.one("Unsqueeze", [is_image, g.const([-1], np.int64)], f"{scope}/Unsqueeze")
     g.one("Where", [mask, picked, text], f"{scope}/Where", outputs=["inputs_embeds"])
+    if deepstack:
+        g.add_input("deepstack_features", TensorProto.FLOAT, [deepstack, "num_image_tokens", hidden])
+        g.add_output("deepstack_embeds", TensorProto.FLOAT, [deepstack, "batch_size", "sequence_length", hidden])
+        ds = "/deepstack_merge"
+        padded = g.one("Concat", ["deepstack_features", g.const(np.zeros((deepstack, 1, hidden), np.float32))],
+                       f"{ds}/Concat", axis=1)
+        picked = g.one("Gather", [padded, order], f"{ds}/Gather", axis=1)  # [k, batch*seq, hidden]
+        shape = g.one("Concat", [g.const([deepstack], np.int64), g.one("Shape", [text], f"{ds}/Shape")], f"{ds}/shape",
+                      axis=0)
+        picked = g.one("Reshape", [picked, shape], f"{ds}/Reshape")
+        g.one("Where", [mask, picked, g.const(np.float32(0))], f"{ds}/Where", outputs=["deepstack_embeds"])
 
 
 __all__ = ["VISION_INPUTS", "VisionGraphBuilder", "build_embedding"]

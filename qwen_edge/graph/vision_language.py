@@ -14,6 +14,9 @@ from .builder import GraphBuilder
 from .decoder import DecoderOptions
 from .mrope_decoder import MropeDecoderBuilder
 from .vision import VisionGraphBuilder, build_embedding
+from .vision_qwen3 import Qwen3VisionGraphBuilder
+
+TOWERS = {VisionGraphBuilder.KIND: VisionGraphBuilder, Qwen3VisionGraphBuilder.KIND: Qwen3VisionGraphBuilder}
 from .writer import ExternalDataWriter, save_model
 
 VISION_FILE, EMBEDDING_FILE, DECODER_FILE = "vision.onnx", "embedding.onnx", "model.onnx"
@@ -46,13 +49,13 @@ def write_vision_language(checkpoint, adapter: VisionLanguageAdapter, spec, visi
     tower: list[VisionGraphBuilder] = []
 
     def vision_graph(g):
-        tower.append(VisionGraphBuilder(checkpoint, adapter.VISUAL_PREFIX, vision, g))
+        tower.append(TOWERS[vision.kind](checkpoint, adapter.VISUAL_PREFIX, vision, g))
         tower[0].build()
 
     ops["vision"] = _write(out, VISION_FILE, "qwen_edge_vision", vision_graph).op_counts
     ops["embedding"] = _write(out, EMBEDDING_FILE, "qwen_edge_embedding", lambda g: build_embedding(
         checkpoint, adapter.GLOBAL_TENSORS["embed"], spec.vocab_size, spec.hidden_size, vision.image_token_id,
-        g)).op_counts
+        g, deepstack=spec.mrope.deepstack)).op_counts
     decoders: list[MropeDecoderBuilder] = []
 
     def decoder_graph(g):

@@ -34,6 +34,8 @@ class ImageOptions:
     patch_size: int = 14
     temporal_patch_size: int = 2
     merge_size: int = 2
+    image_mean: tuple[float, ...] = CLIP_MEAN
+    image_std: tuple[float, ...] = CLIP_STD
 
     def __post_init__(self) -> None:
         factor = self.patch_size * self.merge_size
@@ -138,7 +140,7 @@ def preprocess(image: Any, options: ImageOptions = ImageOptions()) -> ProcessedI
     new_h, new_w = smart_resize(height, width, p * m, options.min_pixels, options.max_pixels)
     resized = np.asarray(rgb.resize((new_w, new_h), resample=Image.Resampling.BICUBIC))
     x = (resized.astype(np.float64) * (1 / 255)).astype(np.float32)
-    x = (x - np.array(CLIP_MEAN, np.float32)) / np.array(CLIP_STD, np.float32)
+    x = (x - np.array(options.image_mean, np.float32)) / np.array(options.image_std, np.float32)
     x = np.transpose(x, (2, 0, 1))  # C, H, W
     gh, gw = new_h // p, new_w // p
     patches = x.reshape(3, gh // m, m, p, gw // m, m, p).transpose(1, 4, 2, 5, 0, 3, 6)

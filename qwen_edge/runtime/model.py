@@ -115,7 +115,7 @@ class Model:
             from .vision import VisionModels
 
             self.vision = VisionModels(self.path, io["vision"], _session_options(options, self.manifest.get("runtime", {})),
-                                       options.providers)
+                                       options.providers, self.kv_dtype)
         # Bundles built before logits_to_keep existed compute logits for every prompt position.
         overridable = {i.name for i in self.session.get_overridable_initializers()}
         self._last_logits_only = np.ones(1, np.int64) if LOGITS_TO_KEEP in overridable else None

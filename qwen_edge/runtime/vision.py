@@ -31,16 +31,22 @@ class PromptMedia:
     features: np.ndarray
     positions: np.ndarray
     delta: int
+    deepstack: np.ndarray | None = None  # Qwen3-VL: [k, features, hidden]
 
 
 class VisionModels:
-    def __init__(self, bundle: Path, io: Mapping[str, Any], session_options, providers: Sequence[str]):
+    def __init__(self, bundle: Path, io: Mapping[str, Any], session_options, providers: Sequence[str],
+                 dtype=np.float32):
+        self.dtype = dtype  # the decoder's float type (its inputs_embeds)
         try:
             self.image_token_id = int(io["image_token_id"])
             self.hidden_size = int(io["hidden_size"])
             self.merge_size = int(io["merge_size"])
+            self.deepstack = int(io.get("deepstack", 0))
+            norm = {k: tuple(float(v) for v in io[k]) for k in ("image_mean", "image_std") if k in io}
+            pixels = {k: int(io[k]) for k in ("min_pixels", "max_pixels") if k in io}
             self.options = ImageOptions(patch_size=int(io["patch_size"]), merge_size=self.merge_size,
-                                        temporal_patch_size=int(io["temporal_patch_size"]))
+                                        temporal_patch_size=int(io["temporal_patch_size"]), **norm, **pixels)
             files = (io["vision_file"], io["embedding_file"])
         except (KeyError, TypeError, ValueError) as exc:
             raise BundleError(f"{bundle}: manifest io.vision is incomplete ({exc})") from None
@@ -53,6 +59,8 @@ class VisionModels:
                                   f"{str(exc).splitlines()[0]}") from exc
         self.vision, self.embedding = sessions
         self._no_features = np.zeros((0, self.hidden_size), np.float32)
+        self._no_deepstack = np.zeros((self.deepstack, 0, self.hidden_size), np.float32)
+        self._outputs = ["image_features"] + (["deepstack_features"] if self.deepstack else [])
 
     def image_options(self, min_pixels: int | None = None, max_pixels: int | None = None) -> ImageOptions:
         from dataclasses import replace
@@ -60,15 +68,15 @@ class VisionModels:
         changes = {k: v for k, v in (("min_pixels", min_pixels), ("max_pixels", max_pixels)) if v is not None}
         return replace(self.options, **changes) if changes else self.options
 
-    def encode(self, images: Sequence[Any], options: ImageOptions | None = None) -> tuple[np.ndarray, list]:
-        """Image features [sum of merged patches, hidden] and the images' grids."""
+    def encode(self, images: Sequence[Any], options: ImageOptions | None = None) -> tuple[list[np.ndarray], list]:
+        """[image features [sum of merged patches, hidden] (, deepstack features)] and the images' grids."""
         processed = [preprocess(image, options or self.options) for image in images]
         grids = [p.grid_thw for p in processed]
         if not processed:
-            return self._no_features, grids
+            return [self._no_features, self._no_deepstack], grids
         feeds = {"pixel_values": np.concatenate([p.pixel_values for p in processed]),
                  "image_grid_thw": np.array(grids, np.int64)}
-        return self.vision.run(["image_features"], feeds)[0], grids
+        return self.vision.run(self._outputs, feeds) + [None], grids
 
     def prepare(self, ids: np.ndarray, images: Sequence[Any], options: ImageOptions | None = None) -> PromptMedia:
         """`ids` hold one image-pad token per image (as the template writes them); each becomes the
@@ -76,7 +84,7 @@ class VisionModels:
         pads = np.flatnonzero(ids == self.image_token_id)
         if len(pads) != len(images):
             raise InvalidRequestError(f"the prompt has {len(pads)} image placeholder(s) for {len(images)} image(s)")
-        features, grids = self.encode(images, options)
+        (features, deepstack, *_), grids = self.encode(images, options)
         pieces, start = [], 0
         unit = self.merge_size ** 2
         for pad, (t, h, w) in zip(pads, grids):
@@ -87,19 +95,26 @@ class VisionModels:
             positions, delta = rope_positions(expanded, self.image_token_id, grids, self.merge_size)
         except ValueError as exc:
             raise InvalidRequestError(str(exc)) from None
-        return PromptMedia(expanded, features, positions, delta)
+        return PromptMedia(expanded, features, positions, delta, deepstack)
 
     def decoder_feeds(self, ids: np.ndarray, start: int, delta: int, media: PromptMedia | None) -> dict[str, np.ndarray]:
         """inputs_embeds and position_ids for `ids` after `start` cached tokens."""
         n = len(ids)
         prefill = media is not None and start == 0
-        features = media.features if prefill else self._no_features
-        embeds = self.embedding.run(["inputs_embeds"], {"input_ids": ids.reshape(1, n), "image_features": features})[0]
+        feeds = {"input_ids": ids.reshape(1, n), "image_features": media.features if prefill else self._no_features}
+        if self.deepstack:
+            feeds["deepstack_features"] = media.deepstack if prefill else self._no_deepstack
+            embeds, deepstack = self.embedding.run(["inputs_embeds", "deepstack_embeds"], feeds)
+        else:
+            embeds, deepstack = self.embedding.run(["inputs_embeds"], feeds)[0], None
         if prefill:
             positions = media.positions
         else:
             positions = np.broadcast_to(np.arange(start, start + n, dtype=np.int64) + delta, (3, 1, n))
-        return {"inputs_embeds": embeds, "position_ids": np.ascontiguousarray(positions)}
+        out = {"inputs_embeds": embeds.astype(self.dtype, copy=False), "position_ids": np.ascontiguousarray(positions)}
+        if deepstack is not None:
+            out["deepstack_embeds"] = deepstack.astype(self.dtype, copy=False)
+        return out
 
 
 def split_images(messages, has_vision: bool) -> tuple[list, list]:

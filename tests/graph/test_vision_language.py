@@ -1,7 +1,8 @@
-"""Qwen2.5-VL against transformers, fp32, on a tiny random checkpoint: two images of different sizes
-whose merge-block grids (7x5 and 3x4) the 4-block windows do not divide, vision depth 4 with full
-attention in blocks 1 and 3. Preprocessing, vision features, M-RoPE positions, and prefill + 16
-decode steps of logits."""
+"""Qwen2.5-VL and Qwen3-VL against transformers, fp32, on tiny random checkpoints: two images of
+different sizes in one prompt, vision depth 4 (Qwen2.5-VL: full attention in blocks 1 and 3, 112-px
+windows that its 5x7 and 3x4 merge-block grids do not fill evenly; Qwen3-VL: a learned position table
+resampled to each grid, DeepStack from blocks 0 and 2). Preprocessing, vision features (and DeepStack
+features), M-RoPE positions, and prefill + 16 decode steps of logits."""
 
 from __future__ import annotations
 
@@ -21,18 +22,20 @@ transformers = pytest.importorskip("transformers")
 PIL = pytest.importorskip("PIL.Image")
 
 DECODE_STEPS = 16
+CHECKPOINTS = {"qwen2_5_vl": "qwen25vl_ckpt", "qwen3_vl": "qwen3vl_ckpt"}
 
 
 def _images():
     rng = np.random.default_rng(3)
-    return [PIL.fromarray(rng.integers(0, 256, (150, 200, 3), dtype=np.uint8)),  # -> 140x196: 10x14 patches
-            PIL.fromarray(rng.integers(0, 256, (90, 120, 3), dtype=np.uint8))]   # -> 84x112: 6x8 patches
+    return [PIL.fromarray(rng.integers(0, 256, (150, 200, 3), dtype=np.uint8)),
+            PIL.fromarray(rng.integers(0, 256, (90, 120, 3), dtype=np.uint8))]
 
 
-@pytest.fixture(scope="module")
-def built(qwen25vl_ckpt, tmp_path_factory):
-    out = tmp_path_factory.mktemp("vl_fp32")
-    with Checkpoint.open(qwen25vl_ckpt) as ckpt:
+@pytest.fixture(scope="module", params=sorted(CHECKPOINTS))
+def case(request, tmp_path_factory):
+    ckpt_dir = request.getfixturevalue(CHECKPOINTS[request.param])
+    out = tmp_path_factory.mktemp(f"vl_fp32_{request.param}")
+    with Checkpoint.open(ckpt_dir) as ckpt:
         adapter = adapter_for(ckpt.architecture)
         spec = adapter.spec(ckpt.config, ckpt.architecture)
         vision = adapter.vision_spec(ckpt.config)
@@ -40,34 +43,35 @@ def built(qwen25vl_ckpt, tmp_path_factory):
         assert not adapter.split_unused(ckpt.unconsumed())[1]
     sessions = {role: ort.InferenceSession(str(out / f), providers=["CPUExecutionProvider"])
                 for role, f in models.files.items()}
-    return spec, vision, sessions
-
-
-@pytest.fixture(scope="module")
-def hf(qwen25vl_ckpt):
-    model = transformers.Qwen2_5_VLForConditionalGeneration.from_pretrained(str(qwen25vl_ckpt),
-                                                                              dtype=torch.float32).eval()
-    processor = transformers.Qwen2VLImageProcessorPil(min_pixels=56 * 56, max_pixels=28 * 28 * 1280)
-    return model, processor
+    model_cls = getattr(transformers, spec.architecture)
+    model = model_cls.from_pretrained(str(ckpt_dir), dtype=torch.float32).eval()
+    settings = vision.processor
+    processor = transformers.Qwen2VLImageProcessorPil(
+        patch_size=vision.patch_size, merge_size=vision.merge_size, image_mean=settings["image_mean"],
+        image_std=settings["image_std"], min_pixels=settings["min_pixels"], max_pixels=settings["max_pixels"])
+    options = ImageOptions(patch_size=vision.patch_size, merge_size=vision.merge_size,
+                           image_mean=tuple(settings["image_mean"]), image_std=tuple(settings["image_std"]),
+                           min_pixels=settings["min_pixels"], max_pixels=settings["max_pixels"])
+    return spec, vision, sessions, model, processor, options
 
 
 def _prompt(vision, grids):
     rng = np.random.default_rng(7)
     ids = list(rng.integers(0, 300, 5))
     for _, h, w in grids:
-        n = (h // 2) * (w // 2)
+        n = (h // vision.merge_size) * (w // vision.merge_size)
         ids += [vision.vision_start_token_id] + [vision.image_token_id] * n + [vision.vision_end_token_id]
         ids += list(rng.integers(0, 300, 3))
     return np.array(ids, np.int64)
 
 
-def test_qwen25vl_matches_transformers(built, hf):
-    spec, vision, sess = built
-    model, processor = hf
+def test_matches_transformers(case):
+    spec, vision, sess, model, processor, options = case
     images = _images()
+    k = spec.mrope.deepstack
 
     # pixel_values: our numpy + Pillow path against the Hugging Face processor
-    ours = [preprocess(im, ImageOptions()) for im in images]
+    ours = [preprocess(im, options) for im in images]
     ref = processor(images=images, return_tensors="pt")
     pixel_values = np.concatenate([p.pixel_values for p in ours])
     grids = [p.grid_thw for p in ours]
@@ -75,12 +79,17 @@ def test_qwen25vl_matches_transformers(built, hf):
     pixel_err = float(np.abs(pixel_values - ref["pixel_values"].numpy()).max())
     assert pixel_err <= 1e-5, pixel_err
 
-    # merged vision features
-    features = sess["vision"].run(None, {"pixel_values": pixel_values, "image_grid_thw": np.array(grids)})[0]
+    # merged vision features (and DeepStack's)
+    outputs = sess["vision"].run(None, {"pixel_values": pixel_values, "image_grid_thw": np.array(grids)})
+    features = outputs[0]
     with torch.no_grad():
-        expected = torch.cat(model.model.get_image_features(ref["pixel_values"], ref["image_grid_thw"]).pooler_output)
-    assert features.shape == tuple(expected.shape)
-    feature_err = float(np.abs(features - expected.numpy()).max())
+        hf = model.model.get_image_features(ref["pixel_values"], ref["image_grid_thw"])
+    expected = torch.cat(hf.pooler_output).numpy()
+    assert features.shape == expected.shape
+    feature_err = float(np.abs(features - expected).max())
+    if k:
+        ds_expected = np.stack([torch.cat(f).numpy() for f in hf.deepstack_features])
+        feature_err = max(feature_err, float(np.abs(outputs[1] - ds_expected).max()))
     assert feature_err <= 1e-4, feature_err
 
     # M-RoPE positions
@@ -103,24 +112,31 @@ def test_qwen25vl_matches_transformers(built, hf):
             ref_logits.append(out.logits[0].numpy())
             tokens.append(int(out.logits[0, -1].argmax()))
 
-    embeds = sess["embedding"].run(None, {"input_ids": ids[None], "image_features": features})[0]
+    def embed(token_ids, feats, deepstack):
+        feeds = {"input_ids": token_ids, "image_features": feats}
+        if k:
+            feeds["deepstack_features"] = deepstack
+        result = sess["embedding"].run(None, feeds)
+        return {"inputs_embeds": result[0], **({"deepstack_embeds": result[1]} if k else {})}
+
     past = {f"past_key_values.{i}.{kind}": np.zeros((1, spec.num_kv_heads, 0, spec.head_dim), np.float32)
             for i in range(spec.num_layers) for kind in ("key", "value")}
     names = [o.name for o in sess["decoder"].get_outputs()]
     got, length = [], len(ids)
-    feed = {"inputs_embeds": embeds, "position_ids": positions, "attention_mask": np.ones((1, length), np.int64)}
+    feed = {**embed(ids[None], features, outputs[1] if k else None), "position_ids": positions,
+            "attention_mask": np.ones((1, length), np.int64)}
+    empty = np.zeros((0, spec.hidden_size), np.float32)
     for step in range(DECODE_STEPS + 1):
         result = dict(zip(names, sess["decoder"].run(None, {**feed, **past})))
         got.append(result["logits"][0])
-        past = {f"past_key_values.{k[len('present.'):]}": v for k, v in result.items() if k.startswith("present.")}
+        past = {f"past_key_values.{n[len('present.'):]}": v for n, v in result.items() if n.startswith("present.")}
         if step == DECODE_STEPS:
             break
         token = np.array([[tokens[step]]], np.int64)
-        empty = np.zeros((0, spec.hidden_size), np.float32)
-        feed = {"inputs_embeds": sess["embedding"].run(None, {"input_ids": token, "image_features": empty})[0],
+        feed = {**embed(token, empty, np.zeros((k, 0, spec.hidden_size), np.float32)),
                 "position_ids": np.full((3, 1, 1), length + delta, np.int64),
                 "attention_mask": np.ones((1, length + 1), np.int64)}
         length += 1
     worst = max(float(np.abs(a - b).max()) for a, b in zip(got, ref_logits))
-    print(f"qwen2.5-vl fp32: pixel_values {pixel_err:.2e}, features {feature_err:.2e}, logits {worst:.2e}")
+    print(f"{spec.architecture} fp32: pixel_values {pixel_err:.2e}, features {feature_err:.2e}, logits {worst:.2e}")
     assert worst <= 1e-3, worst

@@ -30,7 +30,11 @@ def _images(tmp_path: Path):
     return [str(path), rng.integers(0, 256, (90, 120, 3), dtype=np.uint8)]
 
 
-def test_image_chat_matches_transformers_generate(gen, qwen25vl_ckpt, tmp_path):
+@pytest.mark.parametrize("arch", ["qwen2_5_vl", "qwen3_vl"])
+def test_image_chat_matches_transformers_generate(arch, vl_bundles, request, tmp_path):
+    bundle = vl_bundles("fp32", arch)
+    gen = Generator(Model(bundle))
+    ckpt = request.getfixturevalue({"qwen2_5_vl": "qwen25vl_ckpt", "qwen3_vl": "qwen3vl_ckpt"}[arch])
     images = _images(tmp_path)
     messages = [{"role": "user", "content": [{"type": "image", "image": images[0]}, {"type": "image", "image": images[1]},
                                              {"type": "text", "text": "what is in these pictures?"}]}]
@@ -38,13 +42,16 @@ def test_image_chat_matches_transformers_generate(gen, qwen25vl_ckpt, tmp_path):
     ours = chat.result().token_ids
     prompt = chat._gen.prompt_ids
 
-    model = transformers.Qwen2_5_VLForConditionalGeneration.from_pretrained(str(qwen25vl_ckpt),
-                                                                              dtype=torch.float32).eval()
-    processor = transformers.Qwen2VLImageProcessorPil()
+    model = transformers.AutoModelForImageTextToText.from_pretrained(str(ckpt), dtype=torch.float32).eval()
+    io = gen.model.manifest["io"]["vision"]
+    processor = transformers.Qwen2VLImageProcessorPil(
+        patch_size=io["patch_size"], image_mean=io["image_mean"], image_std=io["image_std"],
+        min_pixels=io["min_pixels"], max_pixels=io["max_pixels"])
     pil = [Image.open(images[0]), Image.fromarray(images[1])]
     ref = processor(images=pil, return_tensors="pt")
     ids = torch.as_tensor(prompt)[None]
     assert int((ids == model.config.image_token_id).sum()) == int(ref["image_grid_thw"].prod(-1).sum()) // 4
+    assert len(ours) == NEW_TOKENS
     with torch.no_grad():
         out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), pixel_values=ref["pixel_values"],
                              image_grid_thw=ref["image_grid_thw"],
