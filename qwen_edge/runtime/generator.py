@@ -16,6 +16,7 @@ from .model import Model
 from .results import GenerationResult, GenerationStats
 from .sampling import Sampler, SamplingParams
 from .streaming import TextStreamer
+from .vision import split_images
 
 MAX_NEW_TOKENS_LIMIT = 1 << 20
 
@@ -245,8 +246,6 @@ class Generator:
         {"enable_thinking": False}). With `thinking_budget=N`, after N reasoning tokens the runtime inserts
         `thinking_budget_message` (which must contain "</think>") and the model goes on with the answer."""
         extra = check_template_vars(template_vars)
-        from .vision import split_images
-
         messages, images = split_images(messages, self.model.vision is not None)
         prompt = self.render_chat(messages, tools=tools, **extra)
         sampling = self.default_sampling if sampling is None else sampling

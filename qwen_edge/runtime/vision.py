@@ -7,7 +7,7 @@ needed only when a prompt carries images (runtime/image_processing.py imports it
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -63,8 +63,6 @@ class VisionModels:
         self._outputs = ["image_features"] + (["deepstack_features"] if self.deepstack else [])
 
     def image_options(self, min_pixels: int | None = None, max_pixels: int | None = None) -> ImageOptions:
-        from dataclasses import replace
-
         changes = {k: v for k, v in (("min_pixels", min_pixels), ("max_pixels", max_pixels)) if v is not None}
         return replace(self.options, **changes) if changes else self.options
 
