@@ -100,7 +100,9 @@ class VisionGraphBuilder:
         return g.one("Add", [g.one("Mul", [x, cos], f"{scope}/Mul_cos"),
                              g.one("Mul", [rotated, sin], f"{scope}/Mul_sin")], f"{scope}/Add")
 
-    def _attention(self, i: int, x: str, cos: str, sin: str, mask: str) -> str:
+    def _attention(self, i: int, x: str, cos: str, sin: str, mask: str | None) -> str:
+        """Block i's attention: over the whole frame with `mask`, or (mask None) window by window, each
+        window padded to the largest one's patch count (`_window_layout`)."""
         g, s = self.g, self.spec
         scope, name = f"/vision/blocks.{i}/attn", f"blocks.{i}.attn"
         qkv = self._linear(x, f"{name}.qkv", 3 * s.hidden_size, s.hidden_size, f"{scope}/qkv")
@@ -111,17 +113,60 @@ class VisionGraphBuilder:
             t = g.one("Squeeze", [part, g.const([1], np.int64)], f"{scope}/{label}/Squeeze")  # [N, heads, d]
             if label != "v":
                 t = self._rotate(t, cos, sin, f"{scope}/{label}/rotary")
-            heads.append(g.one("Transpose", [t], f"{scope}/{label}/Transpose", perm=[1, 0, 2]))  # [heads, N, d]
+            if mask is None:  # -> [windows, heads, S, d]
+                t = g.one("Concat", [t, g.const(np.zeros((1, s.num_heads, s.head_dim), np.float32))],
+                          f"{scope}/{label}/pad", axis=0)
+                t = g.one("Gather", [t, "/vision/windows/pad_index"], f"{scope}/{label}/Gather", axis=0)
+                t = g.one("Reshape", [t, g.const([-1, self._window_slots, s.num_heads, s.head_dim], np.int64)],
+                          f"{scope}/{label}/Reshape")
+                heads.append(g.one("Transpose", [t], f"{scope}/{label}/Transpose", perm=[0, 2, 1, 3]))
+            else:  # -> [heads, N, d]
+                heads.append(g.one("Transpose", [t], f"{scope}/{label}/Transpose", perm=[1, 0, 2]))
         q, k, v = heads
-        kt = g.one("Transpose", [k], f"{scope}/k/Transpose_t", perm=[0, 2, 1])
+        last2 = [0, 1, 3, 2] if mask is None else [0, 2, 1]
+        kt = g.one("Transpose", [k], f"{scope}/k/Transpose_t", perm=last2)
         scores = g.one("MatMul", [q, kt], f"{scope}/scores/MatMul")
         scores = g.one("Mul", [scores, g.const(np.float32(s.head_dim ** -0.5))], f"{scope}/scores/Mul")
-        scores = g.one("Add", [scores, mask], f"{scope}/scores/Add")
+        scores = g.one("Add", [scores, "/vision/windows/key_mask" if mask is None else mask], f"{scope}/scores/Add")
         probs = g.one("Softmax", [scores], f"{scope}/Softmax", axis=-1)
         out = g.one("MatMul", [probs, v], f"{scope}/out/MatMul")
-        out = g.one("Transpose", [out], f"{scope}/out/Transpose", perm=[1, 0, 2])
-        out = g.one("Reshape", [out, g.const([0, s.hidden_size], np.int64)], f"{scope}/out/Reshape")
+        if mask is None:
+            out = g.one("Transpose", [out], f"{scope}/out/Transpose", perm=[0, 2, 1, 3])
+            out = g.one("Reshape", [out, g.const([-1, s.hidden_size], np.int64)], f"{scope}/out/Reshape")
+            out = g.one("Gather", [out, "/vision/windows/slot"], f"{scope}/out/Gather", axis=0)
+        else:
+            out = g.one("Transpose", [out], f"{scope}/out/Transpose", perm=[1, 0, 2])
+            out = g.one("Reshape", [out, g.const([0, s.hidden_size], np.int64)], f"{scope}/out/Reshape")
         return self._linear(out, f"{name}.proj", s.hidden_size, s.hidden_size, f"{scope}/proj")
+
+    def _window_layout(self) -> None:
+        """Window attention without an all-patches mask: each patch's slot in a [windows, S] layout (S =
+        the patches of a full window), the patch in each slot (N, a zero row, for padding), and a key
+        mask for the padding. window_ids are sorted (window order), so a window's patches are a run."""
+        g, s, sc = self.g, self.spec, "/vision/windows"
+        i64 = np.int64
+        size = s.window_size // s.patch_size
+        self._window_slots = slots = size * size
+        count = g.one("Shape", ["window_ids"], f"{sc}/count")
+        index = g.one("Range", [g.const(i64(0)), g.one("Squeeze", [count], f"{sc}/count_scalar"), g.const(i64(1))],
+                      f"{sc}/index")
+        windows = g.one("Add", [g.one("ReduceMax", ["window_ids"], f"{sc}/last", keepdims=1), g.const([1], i64)],
+                        f"{sc}/windows")
+        zeros = g.one("Expand", [g.const(i64(0)), windows], f"{sc}/zeros")
+        ones = g.one("Expand", [g.const(i64(1)), count], f"{sc}/ones")
+        sizes = g.one("ScatterElements", [zeros, "window_ids", ones], f"{sc}/sizes", axis=0, reduction="add")
+        start = g.one("CumSum", [sizes, g.const(i64(0))], f"{sc}/start", exclusive=1)
+        rank = g.one("Sub", [index, g.one("Gather", [start, "window_ids"], f"{sc}/first", axis=0)], f"{sc}/rank")
+        g.one("Add", [g.one("Mul", ["window_ids", g.const(i64(slots))], f"{sc}/base"), rank], f"{sc}/slot_add",
+              outputs=[f"{sc}/slot"])
+        total = g.one("Mul", [windows, g.const([slots], i64)], f"{sc}/total")
+        empty = g.one("Expand", [g.one("Squeeze", [count], f"{sc}/pad_value"), total], f"{sc}/empty")
+        g.one("ScatterElements", [empty, f"{sc}/slot", index], f"{sc}/pad_scatter", axis=0,
+              outputs=[f"{sc}/pad_index"])
+        valid = g.one("Less", [g.const(np.arange(slots, dtype=i64).reshape(1, slots)),
+                               g.one("Unsqueeze", [sizes, g.const([1], i64)], f"{sc}/sizes_col")], f"{sc}/valid")
+        mask = g.one("Where", [valid, g.const(np.float32(0)), g.const(_NEG)], f"{sc}/Where")
+        g.one("Reshape", [mask, g.const([-1, 1, 1, slots], i64)], f"{sc}/key_mask_shape", outputs=[f"{sc}/key_mask"])
 
     def _mlp(self, i: int, x: str) -> str:
         g, s = self.g, self.spec
@@ -256,7 +301,10 @@ class VisionGraphBuilder:
         x = self._reorder(self._patch_embed(), "window_index", s.hidden_size, "/vision/window_order")
         cos, sin = self._rotary()
         full_mask = self._mask("frame_ids", "/vision/full_mask")
-        window_mask = self._mask("window_ids", "/vision/window_mask") if s.window_size else full_mask
+        window_mask = full_mask
+        if s.window_size and any(i not in s.fullatt_blocks for i in range(s.depth)):
+            self._window_layout()
+            window_mask = None
         for i in range(s.depth):
             scope = f"/vision/blocks.{i}"
             mask = full_mask if i in s.fullatt_blocks else window_mask
