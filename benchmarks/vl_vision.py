@@ -74,42 +74,41 @@ def main() -> int:
     work = Path(args.work)
     ckpt = make_checkpoint(work / "ckpt")
     bundle = work / "bundle-fp32"
-    t0 = time.perf_counter()
     if not (bundle / "manifest.json").is_file():
         shutil.rmtree(bundle, ignore_errors=True)
         build_targets(ckpt, bundle, [get_target("cpu")], precision="fp32")
-    build_s = time.perf_counter() - t0
     if args.prepare:
         return 0
     image = np.random.default_rng(0).integers(0, 256, (448, 448, 3), dtype=np.uint8)
     vision = Model(bundle, RuntimeOptions(intra_op_threads=args.threads)).vision
 
-    def timed(fn):
-        fn()  # warm-up
-        times = []
-        for _ in range(args.runs):
-            start = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - start)
-        return statistics.median(times) * 1e3
-
     from qwen_edge.runtime.image_processing import preprocess
 
     processed = preprocess(image, vision.options)
     feeds = {"pixel_values": processed.pixel_values, "image_grid_thw": np.array([processed.grid_thw])}
-    ours_total = timed(lambda: vision.encode([image]))
-    ours_session = timed(lambda: vision.vision.run(["image_features"], feeds))
     torch.set_num_threads(args.threads)
     hf = transformers.Qwen2_5_VLForConditionalGeneration.from_pretrained(str(ckpt), dtype=torch.float32).eval()
     pv, grid = torch.as_tensor(processed.pixel_values), torch.as_tensor([processed.grid_thw])
+    contenders = {"qwen_edge_encode": lambda: vision.encode([image]),
+                  "qwen_edge_session": lambda: vision.vision.run(["image_features"], feeds),
+                  "transformers_eager_fp32": lambda: hf.model.get_image_features(pv, grid)}
+    times: dict[str, list[float]] = {name: [] for name in contenders}
+    load_before = Path("/proc/loadavg").read_text().split()[:3]
     with torch.no_grad():
-        hf_ms = timed(lambda: hf.model.get_image_features(pv, grid))
+        for fn in contenders.values():
+            fn()  # warm-up
+        for _ in range(args.runs):  # interleaved rounds: the machine's load falls on every contender alike
+            for name, fn in contenders.items():
+                start = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - start)
         ours = vision.vision.run(["image_features"], feeds)[0]
         ref = torch.cat(hf.model.get_image_features(pv, grid).pooler_output).numpy()
     result = {"image": "448x448", "patches": int(processed.pixel_values.shape[0]), "image_tokens": int(ours.shape[0]),
-              "threads": args.threads, "runs": args.runs,
-              "qwen_edge_encode_ms_median": round(ours_total, 1), "qwen_edge_session_ms_median": round(ours_session, 1),
-              "transformers_eager_fp32_ms_median": round(hf_ms, 1),
+              "threads": args.threads, "rounds": args.runs, "load_average_before": load_before,
+              "load_average_after": Path("/proc/loadavg").read_text().split()[:3],
+              **{f"{name}_ms_median": round(statistics.median(t) * 1e3, 1) for name, t in times.items()},
+              **{f"{name}_ms_min": round(min(t) * 1e3, 1) for name, t in times.items()},
               "max_abs_diff_vs_transformers": float(np.abs(ours - ref).max()),
               "vision_parameters": int(Model(bundle).manifest["io"]["vision"]["parameters"])}
     out = ROOT / "benchmarks" / "results" / "vl_vision-qwen2.5-vl-3b-shape.json"
