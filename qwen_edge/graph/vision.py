@@ -10,9 +10,10 @@ onnxruntime-genai's contract for qwen2_5_vl. What transformers computes from the
 (the window order of merge blocks, each patch's (h, w) rotary position, its attention window and
 frame) the graph computes with vectorised integer ops (`_grid_indices`): a block's image is found by
 comparing its index with the images' first blocks, windows are ordered by a TopK over
-`window id * blocks + block index`. Attention in a block is masked to equal window ids (window
-blocks) or equal frame ids (the `fullatt_block_indexes`), which is what transformers' per-`cu_seqlens`
-attention computes. The tower stays float32: Qwen's vision MLP overflows fp16.
+`window id * blocks + block index`. Window blocks attend window by window (`_window_layout`: each
+window's patches gathered into a padded [windows, S] layout); full-attention blocks (the
+`fullatt_block_indexes`) attend over all patches masked to equal frame ids. Both are what
+transformers' per-`cu_seqlens` attention computes. The tower stays float32: Qwen's vision MLP overflows fp16.
 
 embedding.onnx looks the tokens up and puts the image features on the image-pad tokens, in order.
 """
