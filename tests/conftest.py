@@ -12,7 +12,8 @@ from hypothesis import settings
 
 
 from qwen_edge.checkpoint.tiny import (TINY_QWEN2, TINY_QWEN2_MOE, TINY_QWEN3, TINY_QWEN3_MOE, TINY_QWEN35,
-                                       TINY_QWEN35_MOE, write_tokenizer_files)
+                                       TINY_QWEN35_MOE, TINY_QWEN25_VL, TINY_QWEN3_VL,
+                                       write_tokenizer_files)
 
 REPO = Path(__file__).resolve().parent.parent
 TRAINED_MODEL = Path(os.environ.get("QWEN_EDGE_TRAINED_MODEL", REPO.parent / "shared" / "models" / "qwen2-code-30m"))
@@ -35,6 +36,8 @@ TINY_CONFIGS = {
     "Qwen3_5ForConditionalGeneration": TINY_QWEN35,  # the same text model, multimodal layout
     "Qwen3_5MoeForCausalLM": TINY_QWEN35_MOE,
     "Qwen3_5MoeForConditionalGeneration": TINY_QWEN35_MOE,
+    "Qwen2_5_VLForConditionalGeneration": TINY_QWEN25_VL,
+    "Qwen3VLForConditionalGeneration": TINY_QWEN3_VL,
 }
 
 
@@ -234,7 +237,14 @@ def hf_logits_incremental(ckpt: Path, ids: np.ndarray, prefill: int) -> np.ndarr
     import torch
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(str(ckpt), dtype=torch.float32).eval()
+    config = json.loads((Path(ckpt) / "config.json").read_text())
+    if "vision_config" in config and "Qwen3_5" not in config["architectures"][0]:  # a VL model, text-only prompt
+        import transformers
+
+        model_cls = getattr(transformers, config["architectures"][0])
+    else:
+        model_cls = AutoModelForCausalLM
+    model = model_cls.from_pretrained(str(ckpt), dtype=torch.float32).eval()
     rows = []
     with torch.no_grad():
         out = model(torch.as_tensor(ids[None, :prefill]), use_cache=True)
@@ -245,3 +255,61 @@ def hf_logits_incremental(ckpt: Path, ids: np.ndarray, prefill: int) -> np.ndarr
             past = out.past_key_values
             rows.append(out.logits[0])
     return torch.cat(rows).float().numpy()
+
+
+VL_TOKENS = ("<|vision_start|>", "<|vision_end|>", "<|image_pad|>")
+
+
+def make_vl_checkpoint(directory: Path, tiny: dict | None = None, *, seed: int = 0) -> Path:
+    """A tiny random Qwen2.5-VL (TINY_QWEN25_VL) or Qwen3-VL (TINY_QWEN3_VL) saved by transformers, with a
+    tokenizer that knows the vision tokens."""
+    import torch
+    import transformers
+
+    tiny = tiny or TINY_QWEN25_VL
+    directory.mkdir(parents=True, exist_ok=True)
+    tok = write_tokenizer_files(directory, 512, added_tokens=VL_TOKENS)
+    ids = {name: tok.token_to_id(f"<|{name}|>") for name in ("vision_start", "vision_end", "image_pad")}
+    text = dict(tiny["text_config"], bos_token_id=tok.token_to_id("<|endoftext|>"),
+                eos_token_id=tok.token_to_id("<|im_end|>"))
+    arch = tiny["architectures"][0]
+    config = getattr(transformers, arch.replace("ForConditionalGeneration", "Config"))(
+        text_config=text, vision_config=tiny["vision_config"], image_token_id=ids["image_pad"],
+        vision_start_token_id=ids["vision_start"], vision_end_token_id=ids["vision_end"], video_token_id=0,
+        tie_word_embeddings=False)
+    torch.manual_seed(seed)
+    model = getattr(transformers, arch)(config).eval()
+    randomize(model, seed)
+    model.save_pretrained(directory, safe_serialization=True)
+    _write_generation_config(directory, text)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def qwen25vl_ckpt(tmp_path_factory) -> Path:
+    return make_vl_checkpoint(tmp_path_factory.mktemp("qwen25vl") / "ckpt", seed=5)
+
+
+@pytest.fixture(scope="session")
+def qwen3vl_ckpt(tmp_path_factory) -> Path:
+    return make_vl_checkpoint(tmp_path_factory.mktemp("qwen3vl") / "ckpt", TINY_QWEN3_VL, seed=6)
+
+
+@pytest.fixture(scope="session")
+def vl_bundles(request, tmp_path_factory):
+    """Vision-language bundles built by `build` for the cpu target: vl_bundles(precision, arch) with arch
+    "qwen2_5_vl" (default) or "qwen3_vl" (built once each)."""
+    from qwen_edge.build.run import build_targets
+    from qwen_edge.targets import get_target
+
+    built: dict[tuple[str, str], Path] = {}
+    fixtures = {"qwen2_5_vl": "qwen25vl_ckpt", "qwen3_vl": "qwen3vl_ckpt"}
+
+    def get(precision: str = "fp32", arch: str = "qwen2_5_vl") -> Path:
+        if (precision, arch) not in built:
+            out = tmp_path_factory.mktemp("vl_bundle") / f"{arch}-{precision}"
+            build_targets(request.getfixturevalue(fixtures[arch]), out, [get_target("cpu")], precision=precision)
+            built[precision, arch] = out
+        return built[precision, arch]
+
+    return get

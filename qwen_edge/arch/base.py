@@ -15,7 +15,7 @@ from typing import Any, Callable, ClassVar
 from ..errors import CheckpointError, UnsupportedArchitectureError
 from .hybrid import HybridSpec
 from .moe import MoeSpec, MoeTensors
-from .rope import RopeSpec
+from .rope import MropeSpec, RopeSpec
 
 _REGISTRY: dict[str, type["ArchAdapter"]] = {}
 
@@ -72,6 +72,8 @@ class ArchSpec:
     moe: MoeSpec | None = None
     # Linear-attention layers beside full attention (Qwen3.5); None for the classic decoders.
     hybrid: HybridSpec | None = None
+    # Multimodal rotary positions (Qwen2.5-VL / Qwen3-VL): the decoder takes 3-D (t, h, w) position ids.
+    mrope: MropeSpec | None = None
 
     def __post_init__(self) -> None:
         for key in ("hidden_size", "num_layers", "num_heads", "num_kv_heads", "head_dim",
@@ -115,6 +117,8 @@ class ArchSpec:
         d = asdict(self)
         if self.hybrid is None:  # manifests of the classic decoders keep the keys they always had
             del d["hybrid"]
+        if self.mrope is None:
+            del d["mrope"]
         return d
 
 

@@ -44,6 +44,35 @@ class RopeSpec:
             raise CheckpointError(f"config.json: rope scaling 'factor' must be positive, got {self.factor}")
 
 
+@dataclass(frozen=True)
+class MropeSpec:
+    """M-RoPE: each rotary frequency reads the t, h or w row of 3-D position ids.
+
+    `section` splits the rotary_dim // 2 frequencies into t/h/w runs (Qwen2.5-VL); `interleaved`
+    assigns them round-robin t, h, w, ... within those counts instead (Qwen3-VL)."""
+
+    section: tuple[int, ...]
+    interleaved: bool = False
+    # Qwen3-VL's DeepStack: the decoder adds `deepstack_embeds[i]` to the output of layers 0..deepstack-1.
+    deepstack: int = 0
+
+    def __post_init__(self) -> None:
+        if len(self.section) != 3 or any(not isinstance(n, int) or n < 0 for n in self.section):
+            raise CheckpointError(f"config.json: 'mrope_section' must be three non-negative integers, got {list(self.section)}")
+
+    def rows(self, half_dim: int) -> np.ndarray:
+        """The position row (0 = t, 1 = h, 2 = w) each of the half_dim frequencies reads."""
+        if sum(self.section) != half_dim:
+            raise CheckpointError(f"config.json: 'mrope_section' {list(self.section)} sums to {sum(self.section)}, "
+                                  f"the rotary dimension implies {half_dim}")
+        if not self.interleaved:
+            return np.concatenate([np.full(n, k % 3, np.int64) for k, n in enumerate(self.section)])
+        rows = np.zeros(half_dim, np.int64)
+        for row in (1, 2):
+            rows[row:self.section[row] * 3:3] = row
+        return rows
+
+
 def _mscale(scale: float, mscale: float = 1.0) -> float:
     return 1.0 if scale <= 1 else 0.1 * mscale * math.log(scale) + 1.0
 

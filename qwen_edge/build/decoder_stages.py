@@ -27,6 +27,7 @@ from ..precision import Precision
 from ..targets.catalog import get_pass
 from ..targets.passes.base import PassContext
 from .smoke_test import smoke_test
+from .vision_language_stages import check_vision_language_request, write_stages
 
 MODEL_FILE = "model.onnx"
 DATA_FILE = "model.onnx.data"
@@ -95,6 +96,8 @@ class DecoderStages:
                            context_from_user=request.options.max_positions is not None)
         self.precision = bundle_precision(target, request.precision)
         self.plan = None
+        if spec.mrope is not None:
+            check_vision_language_request(request, target)
         if (request.calibration is not None or request.budget is not None) and self.precision.family in ("int4", "int8"):
             if not self.builder.accepts_plan:
                 raise ConfigError(f"target '{target.name}': data-aware quantization and size budgets need the "
@@ -107,6 +110,8 @@ class DecoderStages:
 
     def write(self, stage: Path, ahead: AheadDigests) -> dict[str, Any]:
         ckpt, spec, request, target, progress = self.ckpt, self.spec, self.request, self.target, self.progress
+        if spec.mrope is not None:
+            return self._write_vision_language(stage)
         writer = ExternalDataWriter(stage / DATA_FILE)
         try:
             g = GraphBuilder(writer, name=f"qwen_edge_{spec.architecture}")
@@ -172,4 +177,12 @@ class DecoderStages:
                                                  feeds=lambda n: empty_feeds(spec, self.precision.dtype, n))
             if progress:
                 progress("quality", 1, 1)
+        return sections
+
+    def genai_provider_options(self) -> list[dict[str, Any]]:
+        return genai_provider_options(self.target)
+
+    def _write_vision_language(self, stage: Path) -> dict[str, Any]:
+        """vision.onnx + embedding.onnx + the M-RoPE decoder (build/vision_language_stages.py)."""
+        sections = write_stages(self, stage)
         return sections

@@ -242,6 +242,34 @@ def random_weights(config: dict[str, Any], seed: int = 0) -> dict[str, np.ndarra
     return w
 
 
+# Qwen2.5-VL (made by transformers in the tests, which also fill the vision token ids from the tokenizer):
+# vision depth 4 with full attention in blocks 1 and 3 and 112-px windows, a 2-layer M-RoPE decoder.
+TINY_QWEN25_VL: dict[str, Any] = {
+    "architectures": ["Qwen2_5_VLForConditionalGeneration"],
+    "model_type": "qwen2_5_vl",
+    "text_config": {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+                    "num_key_value_heads": 2, "vocab_size": 512, "max_position_embeddings": 512, "rms_norm_eps": 1e-6,
+                    "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]}},
+    "vision_config": {"depth": 4, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2, "out_hidden_size": 64,
+                      "fullatt_block_indexes": [1, 3], "window_size": 112, "patch_size": 14,
+                      "spatial_merge_size": 2, "temporal_patch_size": 2},
+}
+
+# Qwen3-VL: patch 16, a learned 8x8 position table, DeepStack from vision blocks 0 and 2 into the
+# first two of three decoder layers, interleaved M-RoPE, q/k norms.
+TINY_QWEN3_VL: dict[str, Any] = {
+    "architectures": ["Qwen3VLForConditionalGeneration"],
+    "model_type": "qwen3_vl",
+    "text_config": {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 3, "num_attention_heads": 4,
+                    "num_key_value_heads": 2, "head_dim": 16, "vocab_size": 512, "max_position_embeddings": 512,
+                    "rms_norm_eps": 1e-6, "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0,
+                                                              "mrope_section": [2, 3, 3], "mrope_interleaved": True}},
+    "vision_config": {"depth": 4, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2, "out_hidden_size": 64,
+                      "patch_size": 16, "spatial_merge_size": 2, "temporal_patch_size": 2,
+                      "num_position_embeddings": 64, "deepstack_visual_indexes": [0, 2]},
+}
+
+
 def write_tokenizer_files(directory: Path, vocab_size: int, chat_template: str = QWEN_CHAT_TEMPLATE,
                           added_tokens: tuple[str, ...] = ()):
     tok = make_tokenizer(vocab_size, added_tokens)

@@ -18,6 +18,10 @@ def add_parsers(sub) -> None:
     g.add_argument("--prompt")
     g.add_argument("--chat", nargs="?", const="", metavar="MESSAGE",
                    help="chat with the bundle's template: one MESSAGE, or without one, a conversation on stdin")
+    r.add_argument("--image", action="append", default=[], metavar="PATH",
+                   help="--chat MESSAGE with a vision-language bundle: an image before the text (repeat for more, "
+                        "in order)")
+    r.add_argument("--max-pixels", type=int, default=None, help="--image: resize each image to at most this many pixels")
     r.add_argument("--template-vars", help='JSON object of extra chat template variables, e.g. {"enable_thinking": false}')
     r.add_argument("--max-new-tokens", type=int, default=128)
     r.add_argument("--thinking-budget", type=int, default=None, metavar="N",
@@ -96,10 +100,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         gen = load_generator(Path(args.bundle), _runtime_options(args))
     if args.thinking_budget is not None and args.chat is None:
         raise ConfigError("--thinking-budget: only with --chat")
+    if args.image and not args.chat:
+        raise ConfigError("--image: only with --chat MESSAGE (the images, then the text, in one user message)")
     if args.chat == "":
         return _interactive_chat(gen, args)
     if args.chat is not None and callable(getattr(gen, "start_chat", None)):
         return _one_chat(gen, args)
+    if args.image:
+        raise ConfigError("--image: this bundle's runtime has no chat layer to take images")
     if args.thinking_budget is not None:
         raise ConfigError("--thinking-budget: this bundle's runtime has no chat layer")
     if args.chat is not None:
@@ -134,8 +142,9 @@ def _print_stats(args: argparse.Namespace, s) -> None:
 def _stream_chat(gen, messages: list[dict], args: argparse.Namespace):
     """Run one chat turn: the answer to stdout as it comes, the reasoning to stderr (so that stdout holds
     only the answer), tool calls as JSON lines at the end. Returns the GenerationResult."""
+    images = {"max_pixels": args.max_pixels} if getattr(args, "image", None) and args.max_pixels else {}
     chat = gen.start_chat(messages, template_vars=_template_vars(args) or None, thinking_budget=args.thinking_budget,
-                          max_new_tokens=args.max_new_tokens, sampling=_sampling(args, gen))
+                          max_new_tokens=args.max_new_tokens, sampling=_sampling(args, gen), **images)
     if args.json:
         return chat.result()
     for delta in chat:
@@ -153,7 +162,10 @@ def _stream_chat(gen, messages: list[dict], args: argparse.Namespace):
 
 
 def _one_chat(gen, args: argparse.Namespace) -> int:
-    result = _stream_chat(gen, [{"role": "user", "content": args.chat}], args)
+    content = args.chat
+    if args.image:
+        content = [{"type": "image", "image": path} for path in args.image] + [{"type": "text", "text": args.chat}]
+    result = _stream_chat(gen, [{"role": "user", "content": content}], args)
     if args.json:
         emit(args, {"content": result.content, "reasoning": result.reasoning,
                     "tool_calls": [c.as_openai() for c in result.tool_calls], "finish_reason": result.finish_reason,

@@ -249,10 +249,7 @@ class DecoderBuilder:
         globals_ = self.adapter.GLOBAL_TENSORS
         gshapes = self.adapter.global_shapes(s)
         self.progress("embeddings", 0, n_layers + 2)
-        embed = self._read(globals_["embed"], gshapes["embed"])
-        hidden = self.lin.embedding("input_ids", embed, "/model/embed_tokens", p.embeddings)
-        embed_float_name = "/model/embed_tokens/weight" if p.embeddings == "float" else None
-        del embed
+        hidden, embed_float_name = self._embed_input()
 
         seqlens, total_len = self._attention_mask_inputs()
         cos, sin = self._rotary_caches()
@@ -274,7 +271,7 @@ class DecoderBuilder:
                 attn = self._token_mixer(i, x, t, seqlens, total_len, cos, sin)
                 x, residual = self._skip_norm(attn, residual, t["post_attention_norm"],
                                               f"/model/layers.{i}/post_attention_layernorm")
-                pending = self._mlp(i, x, t)
+                pending = self._after_layer(i, self._mlp(i, x, t))
                 del t
 
         self.progress("lm_head", n_layers + 1, n_layers + 2)
@@ -290,6 +287,18 @@ class DecoderBuilder:
             logits = g.one("Cast", [logits], "/lm_head/Cast", to=TensorProto.FLOAT)
         g.one("Identity", [logits], "/lm_head/output/Identity", outputs=["logits"])
         self.progress("lm_head", n_layers + 2, n_layers + 2)
+
+    def _after_layer(self, i: int, out: str) -> str:
+        """Layer i's last output (added to the residual by the next norm); a subclass may add to it."""
+        return out
+
+    def _embed_input(self) -> tuple[str, str | None]:
+        """The first hidden states (the token embedding of `input_ids`), and the float table's name
+        where a tied head may share it."""
+        p = self.precision
+        embed = self._read(self.adapter.GLOBAL_TENSORS["embed"], self.adapter.global_shapes(self.spec)["embed"])
+        hidden = self.lin.embedding("input_ids", embed, "/model/embed_tokens", p.embeddings)
+        return hidden, ("/model/embed_tokens/weight" if p.embeddings == "float" else None)
 
     def _lm_head(self, x: str, embed_float_name: str | None) -> str:
         s, p = self.spec, self.precision

@@ -22,6 +22,9 @@ from .decoder import DecoderBuilder
 
 def unsupported(spec) -> str | None:
     """Why this builder cannot build a spec (None when it can)."""
+    if spec.mrope is not None:
+        return (f"{spec.architecture} is a vision-language model (vision.onnx + embedding.onnx + an M-RoPE "
+                "decoder), which only builder 'ort-contrib' makes; builder 'standard' does not")
     if spec.hybrid is not None:
         return (f"{spec.architecture}'s linear-attention layers need com.microsoft.LinearAttention and "
                 "CausalConvWithState, which builder 'standard' (standard ONNX operators only) does not have")

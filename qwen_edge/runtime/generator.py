@@ -16,6 +16,7 @@ from .model import Model
 from .results import GenerationResult, GenerationStats
 from .sampling import Sampler, SamplingParams
 from .streaming import TextStreamer
+from .vision import split_images
 
 MAX_NEW_TOKENS_LIMIT = 1 << 20
 
@@ -29,7 +30,7 @@ class Generation:
     """
 
     def __init__(self, model: Model, prompt_ids: np.ndarray, max_new_tokens: int, sampling: SamplingParams,
-                 stop_token_ids: Sequence[int] | None):
+                 stop_token_ids: Sequence[int] | None, media=None):
         if not isinstance(max_new_tokens, (int, np.integer)) or isinstance(max_new_tokens, bool):
             raise InvalidRequestError(f"max_new_tokens must be an integer, got {max_new_tokens!r}")
         if max_new_tokens <= 0 or max_new_tokens > MAX_NEW_TOKENS_LIMIT:
@@ -43,6 +44,7 @@ class Generation:
                 n_prompt_tokens=len(prompt_ids), n_ctx=model.context_length)
         self.model = model
         self.prompt_ids = prompt_ids
+        self.media = media  # runtime.vision.PromptMedia of a prompt with images
         self.max_new_tokens = int(max_new_tokens)
         self.sampler = Sampler(sampling, model.vocab_size)
         self.stop_ids = frozenset(model.eos_token_ids if stop_token_ids is None else _stop_ids(stop_token_ids))
@@ -107,7 +109,7 @@ class Generation:
             token_buf = np.zeros(1, np.int64)
             self.sampler.observe(self.prompt_ids)
             start = time.perf_counter()
-            logits = model.step(cache, self.prompt_ids, mask, last_only=True)[-1]
+            logits = model.step(cache, self.prompt_ids, mask, last_only=True, media=self.media)[-1]
             binding = None  # made after the first token, so that it does not count in its latency
             first = None
             while not self._closed:
@@ -234,16 +236,26 @@ class Generator:
     def start_chat(self, messages, *, tools: list[dict] | None = None, template_vars: dict | None = None,
                    thinking_budget: int | None = None, thinking_budget_message: str = DEFAULT_BUDGET_MESSAGE,
                    max_new_tokens: int = 128, sampling: SamplingParams | None = None,
-                   stop_token_ids: Sequence[int] | None = None) -> ChatGeneration:
+                   stop_token_ids: Sequence[int] | None = None, min_pixels: int | None = None,
+                   max_pixels: int | None = None) -> ChatGeneration:
         """Render `messages` (OpenAI shape: content parts, tool_calls) with the bundle's template and start
         answering. The answer streams as ChatDelta pieces split into reasoning, content and tool calls (tool
-        calls are parsed when `tools` are given). `template_vars` reach the template (e.g.
+        calls are parsed when `tools` are given). A vision-language bundle takes image parts
+        ({"type": "image", "image": path, PIL image or uint8 array}); `min_pixels` / `max_pixels` bound
+        each image's resized area (the processor's defaults when None). `template_vars` reach the template (e.g.
         {"enable_thinking": False}). With `thinking_budget=N`, after N reasoning tokens the runtime inserts
         `thinking_budget_message` (which must contain "</think>") and the model goes on with the answer."""
         extra = check_template_vars(template_vars)
+        messages, images = split_images(messages, self.model.vision is not None)
         prompt = self.render_chat(messages, tools=tools, **extra)
-        generation = self.start(prompt, max_new_tokens=max_new_tokens, sampling=sampling,
-                                stop_token_ids=stop_token_ids)
+        sampling = self.default_sampling if sampling is None else sampling
+        if images or self.model.vision is not None:  # a VL bundle: pads expanded, 3-D positions
+            options = self.model.vision.image_options(min_pixels, max_pixels)
+            media = self.model.vision.prepare(self._prompt_ids(prompt), images, options)
+            generation = Generation(self.model, media.ids, max_new_tokens, sampling, stop_token_ids, media)
+        else:
+            generation = self.start(prompt, max_new_tokens=max_new_tokens, sampling=sampling,
+                                    stop_token_ids=stop_token_ids)
         return ChatGeneration.for_prompt(generation, prompt, self.model, tools=tools,
                                          thinking_budget=thinking_budget, budget_message=thinking_budget_message)
 

@@ -57,6 +57,7 @@ class KVCache:
     def __init__(self, layout: CacheLayout, capacity: int):
         self.capacity = capacity
         self.length = 0
+        self.position_delta = 0  # M-RoPE decoders: a token's position is its index + this (set at prefill)
         shape = (1, layout.num_kv_heads, capacity, layout.head_dim)
         self._names = layout.pairs()
         self._num_kv = 2 * len(layout.kv_layers)
@@ -81,6 +82,7 @@ class KVCache:
     def reset(self) -> None:
         # Key/value positions past `length` are never read (GQA masks by seqlens_k); states are read whole.
         self.length = 0
+        self.position_delta = 0
         for state in self._states:
             state.fill(0)
 

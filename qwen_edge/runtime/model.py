@@ -110,6 +110,12 @@ class Model:
             )
         except Exception as exc:  # onnxruntime raises untyped errors for corrupt files
             raise BundleError(f"{model_path}: onnxruntime could not load the model: {str(exc).splitlines()[0]}") from exc
+        self.vision = None
+        if "vision" in io:
+            from .vision import VisionModels
+
+            self.vision = VisionModels(self.path, io["vision"], _session_options(options, self.manifest.get("runtime", {})),
+                                       options.providers, self.kv_dtype)
         # Bundles built before logits_to_keep existed compute logits for every prompt position.
         overridable = {i.name for i in self.session.get_overridable_initializers()}
         self._last_logits_only = np.ones(1, np.int64) if LOGITS_TO_KEEP in overridable else None
@@ -166,8 +172,16 @@ class Model:
         cache.bind(binding)
         return binding
 
+    def _token_feeds(self, cache: KVCache, ids: np.ndarray, media=None) -> dict[str, np.ndarray]:
+        """The decoder's token inputs: ids, or (vision-language bundles) their embeddings and 3-D positions."""
+        if self.vision is None:
+            return {"input_ids": ids.reshape(1, ids.shape[0])}
+        if media is not None and cache.length == 0:
+            cache.position_delta = media.delta
+        return self.vision.decoder_feeds(ids, cache.length, cache.position_delta, media)
+
     def step(self, cache: KVCache, ids: np.ndarray, mask: np.ndarray, logits_out: ort.OrtValue | None = None,
-             *, last_only: bool = False, binding: ort.IOBinding | None = None) -> np.ndarray:
+             *, last_only: bool = False, binding: ort.IOBinding | None = None, media=None) -> np.ndarray:
         """Run `ids` (1-D) after the cache's current contents; returns logits [len(ids), vocab].
 
         With `last_only` the result may hold only the last position's row (bundles that support
@@ -181,7 +195,7 @@ class Model:
                 f"sequence of {total} tokens exceeds the bundle's context length {cache.capacity}",
                 n_prompt_tokens=total, n_ctx=cache.capacity)
         if last_only and n > 1 and cache.length == 0 and self._last_logits_only is not None:
-            return self._prefill_last_only(cache, ids, mask)
+            return self._prefill_last_only(cache, ids, mask, media)
         if binding is None:
             binding = self.session.io_binding()
             # logits is bound first so that it is get_outputs()[0].
@@ -192,7 +206,8 @@ class Model:
             cache.bind(binding)
         elif logits_out is None:
             raise InvalidRequestError("a reused decode binding needs the logits buffer it was made with")
-        binding.bind_cpu_input("input_ids", ids.reshape(1, n))
+        for name, value in self._token_feeds(cache, ids, media).items():
+            binding.bind_cpu_input(name, value)
         binding.bind_cpu_input("attention_mask", mask[:, :total])
         self.session.run_with_iobinding(binding)
         cache.length = total
@@ -200,7 +215,7 @@ class Model:
             return logits_out.numpy()[0]
         return binding.get_outputs()[0].numpy()[0]
 
-    def _prefill_last_only(self, cache: KVCache, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    def _prefill_last_only(self, cache: KVCache, ids: np.ndarray, mask: np.ndarray, media=None) -> np.ndarray:
         """A prompt into an empty cache, computing the output head for the last position only.
 
         onnxruntime's IO binding can not feed an overridable initializer such as logits_to_keep,
@@ -208,7 +223,8 @@ class Model:
         values into the cache once (the decode steps after it update the cache in place).
         """
         n = ids.shape[0]
-        feeds = {"input_ids": ids.reshape(1, n), "attention_mask": mask[:, :n], LOGITS_TO_KEEP: self._last_logits_only}
+        feeds = {**self._token_feeds(cache, ids, media), "attention_mask": mask[:, :n],
+                 LOGITS_TO_KEEP: self._last_logits_only}
         feeds.update(self._empty_past)
         outputs = self.session.run(self._output_names, feeds)
         cache.load_prefix(outputs[1:])

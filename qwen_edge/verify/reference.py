@@ -26,6 +26,8 @@ class NumpyReference:
     def __init__(self, checkpoint_dir: Path):
         self.ckpt = Checkpoint.open(checkpoint_dir)
         self.adapter = adapter_for(self.ckpt.architecture)
+        if hasattr(self.adapter, "use_layout"):  # vision-language checkpoints name their tensors two ways
+            self.adapter.use_layout(self.ckpt.has)
         self.spec = self.adapter.spec(self.ckpt.config, self.ckpt.architecture)
         self._w: dict[str, np.ndarray] = {}
 

@@ -57,6 +57,9 @@ def compile_context_binaries(stage: Path, files: dict[str, str], fallback: bool)
 
 
 def unsupported(spec) -> str | None:
+    if spec.mrope is not None:
+        return (f"{spec.architecture} is a vision-language model (vision.onnx + embedding.onnx + an M-RoPE "
+                "decoder), which only builder 'ort-contrib' makes; the static QNN graphs (builder 'qnn-static') do not")
     if spec.hybrid is not None:
         return (f"{spec.architecture}'s linear-attention layers need com.microsoft.LinearAttention and "
                 "CausalConvWithState, which the static QNN graphs (builder 'qnn-static') do not have")

@@ -1,0 +1,115 @@
+"""The decoder of a vision-language model: `inputs_embeds` in (embedding.onnx made them) and 3-D
+M-RoPE `position_ids` [3, batch, seq] (t, h, w rows).
+
+A local delta on DecoderBuilder, as onnxruntime-genai's contract for qwen2_5_vl has it: the token
+embedding moves out of the graph, and the rotary angles come from the position ids instead of the
+cache length, so the rotation is applied with standard ops before GroupQueryAttention (do_rotary=0).
+Each rotary frequency reads the row `MropeSpec.rows` names (a one-hot sum: exact in float32).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from onnx import TensorProto, helper
+
+from ..arch import rope_inv_freq
+from ..errors import GraphError
+from .builder import MS_DOMAIN
+from .decoder import DecoderBuilder
+
+MROPE_INPUTS = ("inputs_embeds", "attention_mask", "position_ids")
+
+
+class MropeDecoderBuilder(DecoderBuilder):
+
+    def __init__(self, checkpoint, adapter, spec, *args, **kwargs):
+        if spec.mrope is None:
+            raise GraphError(f"{spec.architecture}: the M-RoPE decoder needs 3-D rotary settings (mrope_section)")
+        if spec.rope.rotary_dim != spec.head_dim or spec.rope.rope_type == "dynamic":
+            raise GraphError(f"{spec.architecture}: M-RoPE with partial or dynamic rotary is not supported yet")
+        super().__init__(checkpoint, adapter, spec, *args, **kwargs)
+
+    def _declare_io(self) -> None:
+        super()._declare_io()
+        g, s = self.g, self.spec
+        if g.inputs[0].name != "input_ids":
+            raise GraphError(f"decoder inputs start with '{g.inputs[0].name}', expected 'input_ids'")
+        g.inputs[0] = helper.make_tensor_value_info("inputs_embeds", self.elem,
+                                                    ["batch_size", "sequence_length", s.hidden_size])
+        g.inputs.insert(2, helper.make_tensor_value_info("position_ids", TensorProto.INT64,
+                                                         [3, "batch_size", "sequence_length"]))
+        if s.mrope.deepstack:
+            g.inputs.insert(3, helper.make_tensor_value_info(
+                "deepstack_embeds", self.elem, [s.mrope.deepstack, "batch_size", "sequence_length", s.hidden_size]))
+
+    def _embed_input(self) -> tuple[str, str | None]:
+        return "inputs_embeds", None
+
+    def _after_layer(self, i: int, out: str) -> str:
+        """DeepStack: layer i < k adds deepstack_embeds[i] (zeros off the image tokens) to its output."""
+        if i >= self.spec.mrope.deepstack:
+            return out
+        g = self.g
+        extra = g.one("Gather", ["deepstack_embeds", g.const(np.int64(i))], f"/model/layers.{i}/deepstack/Gather", axis=0)
+        return g.one("Add", [out, extra], f"/model/layers.{i}/deepstack/Add")
+
+    def _rotary_caches(self) -> tuple[str, str]:
+        """cos / sin [batch, seq, 1, head_dim] for these positions."""
+        g, s = self.g, self.spec
+        scope = "/model/mrope"
+        inv_freq, scale = rope_inv_freq(s.rope, s.max_positions)
+        half = len(inv_freq)
+        onehot = np.zeros((3, 1, 1, half), np.float32)
+        onehot[s.mrope.rows(half), 0, 0, np.arange(half)] = 1.0
+        pos = g.one("Cast", ["position_ids"], f"{scope}/Cast", to=TensorProto.FLOAT)
+        pos = g.one("Unsqueeze", [pos, g.const([-1], np.int64)], f"{scope}/Unsqueeze")
+        angles = g.one("Mul", [pos, g.weight(f"{scope}/inv_freq", inv_freq.astype(np.float32).reshape(1, 1, 1, half))],
+                       f"{scope}/Mul")
+        angles = g.one("Mul", [angles, g.weight(f"{scope}/rows", onehot)], f"{scope}/Select")
+        angles = g.one("ReduceSum", [angles, g.const([0], np.int64)], f"{scope}/ReduceSum", keepdims=0)
+        angles = g.one("Concat", [angles, angles], f"{scope}/Concat", axis=-1)
+        angles = g.one("Unsqueeze", [angles, g.const([2], np.int64)], f"{scope}/Unsqueeze_heads")
+        tables = []
+        for fn in ("Cos", "Sin"):
+            t = g.one(fn, [angles], f"{scope}/{fn}")
+            if scale != 1.0:
+                t = g.one("Mul", [t, g.const(np.float32(scale))], f"{scope}/{fn}/Mul")
+            if self.elem != TensorProto.FLOAT:
+                t = g.one("Cast", [t], f"{scope}/{fn}/Cast", to=self.elem)
+            tables.append(t)
+        return tables[0], tables[1]
+
+    def _rotate(self, x: str, heads: int, cos: str, sin: str, scope: str) -> str:
+        g, d = self.g, self.spec.head_dim
+        x4 = g.one("Reshape", [x, g.const([0, 0, heads, d], np.int64)], f"{scope}/Reshape_in")
+        x1, x2 = g.node("Split", [x4, g.const([d // 2, d // 2], np.int64)], f"{scope}/Split", outputs=2, axis=-1)
+        rotated = g.one("Concat", [g.one("Neg", [x2], f"{scope}/Neg"), x1], f"{scope}/Concat", axis=-1)
+        y = g.one("Add", [g.one("Mul", [x4, cos], f"{scope}/Mul_cos"), g.one("Mul", [rotated, sin], f"{scope}/Mul_sin")],
+                  f"{scope}/Add")
+        return g.one("Reshape", [y, g.const([0, 0, heads * d], np.int64)], f"{scope}/Reshape_out")
+
+    def _attention(self, i, x, t, seqlens, total_len, cos, sin):
+        g, s = self.g, self.spec
+        scope = f"/model/layers.{i}/attn"
+        qkv_w = np.concatenate([t["q_proj"], t["k_proj"], t["v_proj"]], axis=0)
+        qkv_b = np.concatenate([t["q_bias"], t["k_bias"], t["v_bias"]]) if s.attention_bias else None
+        qkv = self.lin.linear(x, qkv_w, f"{scope}/qkv_proj", self.precision.weights, bias=qkv_b)
+        q, k, v = g.node("Split", [qkv, g.const([s.q_size, s.kv_size, s.kv_size], np.int64)],
+                         f"{scope}/qkv_split/Split", outputs=3, axis=-1)
+        if s.qk_norm:
+            q = self._head_norm(q, t["q_norm"], s.num_heads, f"{scope}/q_norm")
+            k = self._head_norm(k, t["k_norm"], s.num_kv_heads, f"{scope}/k_norm")
+        q = self._rotate(q, s.num_heads, cos, sin, f"{scope}/q_rotary")
+        k = self._rotate(k, s.num_kv_heads, cos, sin, f"{scope}/k_rotary")
+        out = g.node(
+            "GroupQueryAttention",
+            [q, k, v, f"past_key_values.{i}.key", f"past_key_values.{i}.value", seqlens, total_len],
+            f"{scope}/GroupQueryAttention",
+            outputs=[f"{scope}/GroupQueryAttention/output_0", f"present.{i}.key", f"present.{i}.value"],
+            domain=MS_DOMAIN, num_heads=s.num_heads, kv_num_heads=s.num_kv_heads, scale=float(s.head_dim) ** -0.5,
+            do_rotary=0, local_window_size=s.sliding_windows[i] or -1,
+        )[0]
+        return self.lin.linear(out, t["o_proj"], f"{scope}/o_proj", self.precision.weights)
+
+
+__all__ = ["MROPE_INPUTS", "MropeDecoderBuilder"]
