@@ -15,6 +15,7 @@ from .errors import ContextOverflowError, InvalidRequestError
 from .model import Model
 from .results import GenerationResult, GenerationStats
 from .sampling import Sampler, SamplingParams
+from .speculative import Speculative, make_drafter, speculative_tokens
 from .streaming import TextStreamer
 
 MAX_NEW_TOKENS_LIMIT = 1 << 20
@@ -29,7 +30,8 @@ class Generation:
     """
 
     def __init__(self, model: Model, prompt_ids: np.ndarray, max_new_tokens: int, sampling: SamplingParams,
-                 stop_token_ids: Sequence[int] | None):
+                 stop_token_ids: Sequence[int] | None, speculative: Speculative | None = None,
+                 draft_models: dict | None = None):
         if not isinstance(max_new_tokens, (int, np.integer)) or isinstance(max_new_tokens, bool):
             raise InvalidRequestError(f"max_new_tokens must be an integer, got {max_new_tokens!r}")
         if max_new_tokens <= 0 or max_new_tokens > MAX_NEW_TOKENS_LIMIT:
@@ -54,6 +56,9 @@ class Generation:
         self._forced: deque[int] = deque()
         self._closed = False
         self._running: list = []  # the Python generators of this run, closed by close()
+        self.speculative = Speculative.parse(speculative)
+        self._drafter = make_drafter(self.speculative, model, {} if draft_models is None else draft_models) \
+            if self.speculative is not None else None
 
     def _start_once(self) -> bool:
         """A Generation runs once, in one thread; a second iteration is an error, not a silent re-run.
@@ -102,17 +107,13 @@ class Generation:
         cache = model.acquire_cache()
         try:
             mask = np.ones((1, cache.capacity), np.int64)
-            step_logits = np.zeros((1, 1, model.vocab_size), np.float32)
-            step_out = ort.OrtValue.ortvalue_from_numpy(step_logits)
-            token_buf = np.zeros(1, np.int64)
             self.sampler.observe(self.prompt_ids)
             start = time.perf_counter()
             logits = model.step(cache, self.prompt_ids, mask, last_only=True)[-1]
-            binding = None  # made after the first token, so that it does not count in its latency
-            first = None
-            while not self._closed:
-                forced = bool(self._forced)
-                token = self._forced.popleft() if forced else self.sampler(logits)
+            first = picks = None
+            picks = self._plain_picks(cache, mask, logits) if self._drafter is None else \
+                speculative_tokens(self, cache, self._drafter, self.speculative, logits)
+            for token, forced in picks:
                 if first is None:
                     first = time.perf_counter()
                     self.stats.time_to_first_token_s = first - start
@@ -127,16 +128,31 @@ class Generation:
                     break
                 if self._closed:
                     break
-                self.sampler.observe((token,))
-                token_buf[0] = token
-                if binding is None:
-                    binding = model.decode_binding(cache, step_out)
-                logits = model.step(cache, token_buf, mask, step_out, binding=binding)[-1]
             self.stats.decode_s = time.perf_counter() - first if first is not None else 0.0
         finally:
             if self._closed and self.stats.finish_reason == "":
                 self.stats.finish_reason = "cancelled"
+            if picks is not None:
+                picks.close()
             model.release_cache(cache)
+            if self._drafter is not None:
+                self._drafter.close()
+
+    def _plain_picks(self, cache, mask: np.ndarray, logits: np.ndarray) -> Iterator[tuple[int, bool]]:
+        """(token, forced) one decode step at a time: forced tokens first, else a sample of the last logits."""
+        model = self.model
+        step_out = ort.OrtValue.ortvalue_from_numpy(np.zeros((1, 1, model.vocab_size), np.float32))
+        token_buf = np.zeros(1, np.int64)
+        binding = None  # made after the first token, so that it does not count in its latency
+        while not self._closed:
+            forced = bool(self._forced)
+            token = self._forced.popleft() if forced else self.sampler(logits)
+            yield token, forced
+            self.sampler.observe((token,))
+            token_buf[0] = token
+            if binding is None:
+                binding = model.decode_binding(cache, step_out)
+            logits = model.step(cache, token_buf, mask, step_out, binding=binding)[-1]
 
     def __iter__(self) -> Iterator[str]:
         if not self._start_once():
@@ -183,6 +199,7 @@ class Generator:
 
     def __init__(self, model: Model):
         self.model = model
+        self._draft_models: dict = {}  # speculative draft bundles, loaded on first use
 
     def _prompt_ids(self, prompt) -> np.ndarray:
         if isinstance(prompt, (bytes, bytearray, memoryview)):
@@ -215,10 +232,13 @@ class Generator:
         return self.model.default_sampling
 
     def start(self, prompt, *, max_new_tokens: int = 128, sampling: SamplingParams | None = None,
-              stop_token_ids: Sequence[int] | None = None) -> Generation:
-        """A raw completion of `prompt` (text or token ids), not templated or parsed."""
+              stop_token_ids: Sequence[int] | None = None, speculative: Speculative | str | None = None) -> Generation:
+        """A raw completion of `prompt` (text or token ids), not templated or parsed. `speculative` ("ngram",
+        "draft:BUNDLE" or a Speculative) verifies guessed tokens several at a time: the same output (greedy:
+        token for token; sampling: the same distribution), faster when the guesses are often right."""
         return Generation(self.model, self._prompt_ids(prompt), max_new_tokens,
-                          self.default_sampling if sampling is None else sampling, stop_token_ids)
+                          self.default_sampling if sampling is None else sampling, stop_token_ids,
+                          speculative, self._draft_models)
 
     def stream(self, prompt, **kwargs) -> Iterator[str]:
         return iter(self.start(prompt, **kwargs))
@@ -234,7 +254,8 @@ class Generator:
     def start_chat(self, messages, *, tools: list[dict] | None = None, template_vars: dict | None = None,
                    thinking_budget: int | None = None, thinking_budget_message: str = DEFAULT_BUDGET_MESSAGE,
                    max_new_tokens: int = 128, sampling: SamplingParams | None = None,
-                   stop_token_ids: Sequence[int] | None = None) -> ChatGeneration:
+                   stop_token_ids: Sequence[int] | None = None,
+                   speculative: Speculative | str | None = None) -> ChatGeneration:
         """Render `messages` (OpenAI shape: content parts, tool_calls) with the bundle's template and start
         answering. The answer streams as ChatDelta pieces split into reasoning, content and tool calls (tool
         calls are parsed when `tools` are given). `template_vars` reach the template (e.g.
@@ -243,7 +264,7 @@ class Generator:
         extra = check_template_vars(template_vars)
         prompt = self.render_chat(messages, tools=tools, **extra)
         generation = self.start(prompt, max_new_tokens=max_new_tokens, sampling=sampling,
-                                stop_token_ids=stop_token_ids)
+                                stop_token_ids=stop_token_ids, speculative=speculative)
         return ChatGeneration.for_prompt(generation, prompt, self.model, tools=tools,
                                          thinking_budget=thinking_budget, budget_message=thinking_budget_message)
 
