@@ -53,51 +53,47 @@ class NgramDrafter:
 
 
 class DraftModelDrafter:
-    """A smaller bundle with the same tokenizer proposes greedily, k one-token steps on its own KV cache.
-    The cache keeps what it has seen; each proposal first rolls it back to the common prefix with the
-    history (only a key/value cache can be rolled back for free, so the draft bundle must not be hybrid)."""
+    """A smaller bundle with the same tokenizer proposes greedily, k one-token steps on its own cache. Each
+    proposal first rolls the cache back to the history it last saw (every later history extends it: the
+    verified guesses and one new token): a key/value cache just forgets the drafted positions, a hybrid
+    model's states are restored from a copy taken before drafting."""
 
     def __init__(self, draft, target):
-        if draft.cache_layout.state_layers:
-            raise InvalidRequestError(f"draft bundle {draft.path}: io.state_layers: a draft model must have a "
-                                      "key/value cache only (a hybrid model's state cannot be rolled back)")
         if draft.vocab_size > target.vocab_size or draft.tokenizer.get_vocab() != target.tokenizer.get_vocab():
             raise InvalidRequestError(f"draft bundle {draft.path}: tokenizer.json differs from the target's "
                                       "(speculative decoding needs the same vocabulary)")
         self.model = draft
-        self.vocab_size = target.vocab_size
         self._cache = None  # taken from the draft model's pool at the first proposal
         self._mask = np.ones((1, draft.context_length), np.int64)
-        self._ids: list[int] = []  # the tokens in the draft cache
+        self._seen: list[int] = []  # the history of the last proposal, in the cache
         self._buf = np.zeros(1, np.int64)
+        self._saved: list[np.ndarray] = []
 
     def propose(self, history: Sequence[int], k: int) -> list[int]:
         if self._cache is None:
             self._cache = self.model.acquire_cache()
-        cache, ids = self._cache, self._ids
-        common = 0
-        limit = min(len(ids), len(history))
-        while common < limit and ids[common] == history[common]:
-            common += 1
-        if common == len(history):  # the history's last token must go through the model for its logits
-            common -= 1
-        del ids[common:]
-        cache.length = common
+            self._saved = [np.empty_like(a) for a in self._cache.state_arrays()]
+        cache, seen = self._cache, self._seen
         k = min(k, cache.capacity - len(history))
-        if k <= 0:
+        if k <= 0 or not history:
             return []
-        new = np.asarray(history[common:], np.int64)
+        if len(history) <= len(seen) or list(history[:len(seen)]) != seen:
+            seen.clear()  # not an extension of what the cache holds: start over
+            cache.reset()
+        cache.length = len(seen)
+        for live, saved in zip(self._cache.state_arrays(), self._saved):
+            np.copyto(live, saved)  # the states after `seen` (zeros at the start)
+        new = np.asarray(history[len(seen):], np.int64)
         logits = self.model.step(cache, new, self._mask, last_only=True)[-1]
-        ids.extend(int(t) for t in new)
-        out: list[int] = []
-        while True:
-            tok = int(np.argmax(logits))
-            out.append(tok)
-            if len(out) == k:
-                return out
-            self._buf[0] = tok
+        seen.extend(int(t) for t in new)
+        for live, saved in zip(self._cache.state_arrays(), self._saved):
+            np.copyto(saved, live)
+        out = [int(np.argmax(logits))]
+        while len(out) < k:
+            self._buf[0] = out[-1]
             logits = self.model.step(cache, self._buf, self._mask)[-1]
-            ids.append(tok)
+            out.append(int(np.argmax(logits)))
+        return out
 
     def close(self) -> None:
         if self._cache is not None:

@@ -76,12 +76,14 @@ def _run(gen, prompt, **kw):
     return list(g.tokens()), g.stats
 
 
-@pytest.mark.parametrize("arch", ["qwen2", "qwen35"])
-def test_greedy_output_is_identical_for_every_drafter(bundles, monkeypatch, arch):
-    """50 prompts of each workload, n-gram / draft bundle / a drafter that is wrong at every position."""
+@pytest.mark.parametrize("arch,draft_arch", [("qwen2", "qwen35"), ("qwen35", "qwen2")])
+def test_greedy_output_is_identical_for_every_drafter(bundles, monkeypatch, arch, draft_arch):
+    """50 prompts of each workload, n-gram / draft bundle / a drafter that is wrong at every position; a
+    hybrid target (state restored on rejection) and a hybrid draft bundle (state restored before drafting)."""
     gen = Generator(Model(bundles(arch, "int4")))
-    draft = bundles("qwen2", "fp32")
+    draft = bundles(draft_arch, "fp32")
     same_tokenizer = Model(draft).tokenizer.get_vocab() == gen.model.tokenizer.get_vocab()
+    assert same_tokenizer
     for name, prompts in _workloads(gen.model.vocab_size).items():
         plain = {tuple(p): _run(gen, p)[0] for p in prompts}
         accepted = rejected = 0
@@ -217,5 +219,18 @@ def test_speculative_settings_are_checked(bundles, qwen35_ckpts):
     gen = Generator(Model(bundles("qwen2", "int4")))
     with pytest.raises(InvalidRequestError, match="MTP"):
         gen.start([5, 6], speculative="mtp")
-    with pytest.raises(InvalidRequestError, match="state_layers"):
-        DraftModelDrafter(Model(bundles("qwen35", "int4")), gen.model)
+    other = Model(bundles("qwen3", "int4"))  # reasoning tokens added: another vocabulary
+    if other.tokenizer.get_vocab() != gen.model.tokenizer.get_vocab():
+        with pytest.raises(InvalidRequestError, match="tokenizer.json"):
+            DraftModelDrafter(other, gen.model)
+
+
+def test_hybrid_draft_bundle_restores_its_state(bundles):
+    """A Qwen3.5 (hybrid) bundle as the drafter: its guesses after a rollback are those of a fresh run."""
+    draft = Model(bundles("qwen35", "int4"))
+    d = DraftModelDrafter(draft, draft)
+    history = [5, 6, 7, 8, 9]
+    first = d.propose(history, 4)
+    history += first[:2] + [11]  # two guesses verified, then another token
+    assert d.propose(history, 3) == DraftModelDrafter(draft, draft).propose(history, 3)
+    d.close()
