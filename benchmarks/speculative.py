@@ -77,9 +77,15 @@ def workloads(heldout: Path, encode, n: int):
 
 # --- our runtime -------------------------------------------------------------------------------------------------
 
-def run_ours(gen, ids, max_new, speculative):
-    from qwen_edge.runtime import SamplingParams
+VARIANTS = {"ngram-cost": {"method": "ngram", "adapt": "cost"},  # draft length by measured pass costs too
+            "ngram-k16": {"method": "ngram", "max_draft": 16}}
 
+
+def run_ours(gen, ids, max_new, speculative):
+    from qwen_edge.runtime import SamplingParams, Speculative
+
+    if speculative in VARIANTS:
+        speculative = Speculative(**VARIANTS[speculative])
     g = gen.start(ids, max_new_tokens=max_new, sampling=SamplingParams.greedy(), stop_token_ids=(),
                   speculative=speculative)
     tokens = list(g.tokens())
@@ -168,7 +174,7 @@ def workload_main(args) -> None:
 
     model = Model(args.bundle, RuntimeOptions(intra_op_threads=args.threads))
     gen = Generator(model)
-    ours = ["plain", "ngram"] + ([f"draft:{args.draft}"] if args.draft else [])
+    ours = ["plain", "ngram"] + list(args.variants or []) + ([f"draft:{args.draft}"] if args.draft else [])
     sets = workloads(Path(args.heldout), lambda s: model.encode(s), args.prompts)
     genai_names = ["genai plain", *GENAI_CONFIGS] if args.genai_python else []
     results, notes = {}, {}
@@ -220,7 +226,7 @@ def workload_main(args) -> None:
         for name, s in results[wname].items():
             if best_genai and not name.startswith("genai"):
                 s["speedup_vs_best_genai_ngram"] = round(s["decode_tok_s"] / best_genai, 3)
-    out = {"command": " ".join(sys.argv), "bundle": str(args.bundle), "draft": args.draft, "heldout": str(args.heldout), "threads": args.threads,
+    out = {"command": " ".join(sys.argv), "variants": VARIANTS, "bundle": str(args.bundle), "draft": args.draft, "heldout": str(args.heldout), "threads": args.threads,
            "rounds": args.rounds, "machine": platform.machine(), "genai_options": GENAI_CONFIGS,
            "notes": notes, "workloads": results}
     Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
@@ -308,6 +314,7 @@ def main() -> None:
     w.add_argument("--prompts", type=int, default=50)
     w.add_argument("--rounds", type=int, default=4)
     w.add_argument("--workloads", nargs="+", choices=["code-edit", "open-ended"])
+    w.add_argument("--variants", nargs="+", choices=list(VARIANTS), help="other settings of our n-gram drafter")
     w.add_argument("--threads", type=int, default=2)
     w.add_argument("--out", required=True)
     c = sub.add_parser("verify-cost")

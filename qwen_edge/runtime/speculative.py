@@ -17,6 +17,7 @@ for a number of steps that doubles each time (plain decoding costs nothing extra
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from dataclasses import dataclass
 
@@ -43,6 +44,9 @@ class Speculative:
     max_ngram: int = 4
     cooldown_after: int = 2  # verify passes in a row that accept nothing before the drafter rests
     cooldown_steps: int = 4  # the first rest, in plain decode steps; doubles on each further failure, max 64
+    # draft length by acceptance alone, or "cost": by measured pass costs and acceptance (on qwen2-code-30m
+    # int4 it decoded no faster: benchmarks/results/speculative-adapt-ab-*.json)
+    adapt: str = "acceptance"
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -55,6 +59,8 @@ class Speculative:
                 raise InvalidRequestError(f"speculative {name} must be an integer >= 1, got {value!r}")
         if self.max_draft > 64:
             raise InvalidRequestError(f"speculative max_draft must be <= 64, got {self.max_draft}")
+        if self.adapt not in ("cost", "acceptance"):
+            raise InvalidRequestError(f"speculative adapt must be 'cost' or 'acceptance', got {self.adapt!r}")
         if self.min_ngram > self.max_ngram:
             raise InvalidRequestError(f"speculative min_ngram {self.min_ngram} exceeds max_ngram {self.max_ngram}")
 
@@ -87,13 +93,20 @@ def make_drafter(spec: Speculative, model, draft_models: dict):
 
 
 class _Passes:
-    """Decoder passes over n tokens with their IO bindings made once per n (cache and logits buffer bound)."""
+    """Decoder passes over n tokens with their IO bindings made once per n (cache and logits buffer bound),
+    and what a pass over n tokens has cost (a moving average of its wall time)."""
 
     def __init__(self, model, cache):
         self.model, self.cache = model, cache
         self.mask = np.ones((1, cache.capacity), np.int64)
         self._bound: dict[int, tuple] = {}
         self._ids: dict[int, np.ndarray] = {}
+        self._seconds: dict[int, float] = {}
+        self._runs: dict[int, int] = {}
+
+    def cost(self, n: int) -> float | None:
+        """Seconds of a pass over n tokens, once measured twice (the first run of a shape is slower)."""
+        return self._seconds.get(n) if self._runs.get(n, 0) >= 2 else None
 
     def run(self, tokens: list[int]) -> np.ndarray:
         n = len(tokens)
@@ -104,7 +117,15 @@ class _Passes:
         out, binding = self._bound[n]
         ids = self._ids[n]
         ids[:] = tokens
-        return self.model.step(self.cache, ids, self.mask, out, binding=binding)
+        start = time.perf_counter()
+        rows = self.model.step(self.cache, ids, self.mask, out, binding=binding)
+        seconds = time.perf_counter() - start
+        runs = self._runs[n] = self._runs.get(n, 0) + 1
+        if runs == 2:
+            self._seconds[n] = seconds
+        elif runs > 2:
+            self._seconds[n] += 0.2 * (seconds - self._seconds[n])
+        return rows
 
 
 class _States:
@@ -124,22 +145,67 @@ class _States:
 
 
 class DraftLength:
-    """Adaptive draft length and cooldown."""
+    """Adaptive draft length and cooldown.
 
-    def __init__(self, spec: Speculative):
+    Without pass costs (`costs` None): the length doubles while every guess is accepted and falls to what
+    was accepted plus one. With `costs` (a callable n -> seconds of a pass over n tokens, None while not
+    measured), it picks the length with the most expected tokens per second: with per-guess acceptance a
+    (decayed counts), k guesses yield 1 + a + ... + a^k tokens for one pass over k + 1 tokens, against one
+    token for one single-token step. When plain steps win, it rests as after misses (and probes after).
+    """
+
+    def __init__(self, spec: Speculative, costs=None):
         self.spec = spec
+        self.costs = costs
         self.k = min(spec.initial_draft, spec.max_draft)
         self.misses = 0  # verify passes in a row that accepted nothing
         self.rest = 0  # plain steps left before drafting again
         self.next_rest = spec.cooldown_steps
+        self.accepted = self.trials = 0.0  # decayed counts of accepted guesses and of guesses decided
+        self._probe = False  # True after a rest: the next pass drafts whatever the cost model says
+
+    def _rest(self) -> None:
+        self.rest, self.misses, self._probe = self.next_rest, 0, True
+        self.next_rest = min(64, self.next_rest * 2)
+
+    def _cost(self, n: int) -> float | None:
+        """Seconds of a pass over n tokens: measured, else the next longer measured one (passes grow with
+        n), else None."""
+        for m in range(n, self.spec.max_draft + 2):
+            t = self.costs(m)
+            if t is not None:
+                return t
+        return None
 
     def want(self) -> int:
         if self.rest:
             self.rest -= 1
             return 0
-        return self.k
+        if self.costs is None or self.trials < 1:
+            return self.k
+        step = self.costs(1)
+        if step is None:
+            return self.k
+        a = (self.accepted + 1.0) / (self.trials + 2.0)
+        best, best_rate, expected, power = 0, 1.0 / step, 1.0, 1.0
+        for k in range(1, self.spec.max_draft + 1):
+            power *= a
+            expected += power
+            cost = self._cost(k + 1)
+            if cost is None:  # not measured yet: try it once
+                cost = step
+            if expected / cost > best_rate:
+                best, best_rate = k, expected / cost
+        if best == 0 and not self._probe:
+            self._rest()
+            self.rest -= 1
+            return 0
+        self._probe = False
+        return best or self.k
 
     def update(self, proposed: int, accepted: int) -> None:
+        self.accepted = 0.8 * self.accepted + accepted
+        self.trials = 0.8 * self.trials + accepted + (proposed > accepted)
         if accepted == proposed:
             self.k = min(self.spec.max_draft, self.k * 2)
         else:
@@ -149,8 +215,7 @@ class DraftLength:
             return
         self.misses += 1
         if self.misses >= self.spec.cooldown_after:
-            self.rest, self.misses = self.next_rest, 0
-            self.next_rest = min(64, self.next_rest * 2)
+            self._rest()
 
 
 def speculative_tokens(gen, cache, drafter, spec: Speculative, logits: np.ndarray):
@@ -161,7 +226,7 @@ def speculative_tokens(gen, cache, drafter, spec: Speculative, logits: np.ndarra
     model, sampler, stats = gen.model, gen.sampler, gen.stats
     passes = _Passes(model, cache)
     states = _States(cache) if cache.has_states else None
-    length = DraftLength(spec)
+    length = DraftLength(spec, passes.cost if spec.adapt == "cost" else None)
     history = [int(t) for t in gen.prompt_ids]
     queue: deque[int] = deque()  # verified guesses, in the cache, not yet yielded
     prefix: list[int] = []  # tokens to feed again before the next one (a hybrid's restored state)

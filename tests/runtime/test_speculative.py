@@ -234,3 +234,17 @@ def test_hybrid_draft_bundle_restores_its_state(bundles):
     history += first[:2] + [11]  # two guesses verified, then another token
     assert d.propose(history, 3) == DraftModelDrafter(draft, draft).propose(history, 3)
     d.close()
+
+
+def test_cost_aware_draft_length_follows_the_measured_pass_costs():
+    spec = Speculative(max_draft=8, cooldown_steps=3, adapt="cost")
+    flat = DraftLength(spec, lambda n: 1.0)  # a pass costs the same for any length: draft the most
+    flat.update(4, 4)
+    assert flat.want() == 8
+    linear = DraftLength(spec, lambda n: float(n))  # n tokens cost n steps: a guess never pays
+    linear.update(4, 1)
+    assert [linear.want() for _ in range(3)] == [0, 0, 0]
+    assert linear.want() > 0  # after the rest, one probe
+    unmeasured = DraftLength(spec, lambda n: 1.0 if n == 1 else None)
+    unmeasured.update(2, 2)
+    assert unmeasured.want() == 8  # lengths not measured yet look as cheap as a step: tried
