@@ -81,9 +81,27 @@ VARIANTS = {"ngram-cost": {"method": "ngram", "adapt": "cost"},  # draft length 
             "ngram-k16": {"method": "ngram", "max_draft": 16}}
 
 
+class WrongDrafter:
+    """The cooldown's worst case: every guess wrong (a token no model here predicts, then more of it)."""
+
+    def propose(self, history, k):
+        return [3] * k
+
+    def close(self):
+        pass
+
+
 def run_ours(gen, ids, max_new, speculative):
     from qwen_edge.runtime import SamplingParams, Speculative
+    from qwen_edge.runtime import generator as generator_mod
 
+    if speculative == "always-wrong":
+        real = generator_mod.make_drafter
+        generator_mod.make_drafter = lambda *a: WrongDrafter()
+        try:
+            return run_ours(gen, ids, max_new, "ngram")
+        finally:
+            generator_mod.make_drafter = real
     if speculative in VARIANTS:
         speculative = Speculative(**VARIANTS[speculative])
     g = gen.start(ids, max_new_tokens=max_new, sampling=SamplingParams.greedy(), stop_token_ids=(),
@@ -314,7 +332,8 @@ def main() -> None:
     w.add_argument("--prompts", type=int, default=50)
     w.add_argument("--rounds", type=int, default=4)
     w.add_argument("--workloads", nargs="+", choices=["code-edit", "open-ended"])
-    w.add_argument("--variants", nargs="+", choices=list(VARIANTS), help="other settings of our n-gram drafter")
+    w.add_argument("--variants", nargs="+", choices=[*VARIANTS, "always-wrong"],
+                   help="other settings of our n-gram drafter; always-wrong: a drafter whose every guess is wrong")
     w.add_argument("--threads", type=int, default=2)
     w.add_argument("--out", required=True)
     c = sub.add_parser("verify-cost")
