@@ -12,7 +12,8 @@ at the front of the next pass (recomputed in the same pass that verifies the nex
 
 Speculation backs off by itself: the draft length grows while guesses are all accepted and shrinks to what
 was accepted, and after `cooldown_after` verify passes in a row that accepted nothing the drafter rests
-for a number of steps that doubles each time (plain decoding costs nothing extra then).
+(plain decoding costs nothing extra then); after a rest one fruitless verify pass rests it again, twice as
+long, until a guess is accepted.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from .errors import InvalidRequestError
 from .model import Model
 
 METHODS = ("ngram", "draft", "mtp")
+MAX_REST = 256  # the longest cooldown, in plain decode steps
 
 
 @dataclass(frozen=True)
@@ -43,7 +45,7 @@ class Speculative:
     min_ngram: int = 2
     max_ngram: int = 4
     cooldown_after: int = 2  # verify passes in a row that accept nothing before the drafter rests
-    cooldown_steps: int = 4  # the first rest, in plain decode steps; doubles on each further failure, max 64
+    cooldown_steps: int = 4  # the first rest, in plain decode steps; doubles on each further failure, max 256
     # draft length by acceptance alone, or "cost": by measured pass costs and acceptance (on qwen2-code-30m
     # int4 it decoded no faster: benchmarks/results/speculative-adapt-ab-*.json)
     adapt: str = "acceptance"
@@ -165,8 +167,9 @@ class DraftLength:
         self._probe = False  # True after a rest: the next pass drafts whatever the cost model says
 
     def _rest(self) -> None:
-        self.rest, self.misses, self._probe = self.next_rest, 0, True
-        self.next_rest = min(64, self.next_rest * 2)
+        # after the rest one fruitless probe is enough to rest again, twice as long
+        self.rest, self.misses, self._probe = self.next_rest, self.spec.cooldown_after - 1, True
+        self.next_rest = min(MAX_REST, self.next_rest * 2)
 
     def _cost(self, n: int) -> float | None:
         """Seconds of a pass over n tokens: measured, else the next longer measured one (passes grow with

@@ -203,9 +203,13 @@ def test_draft_length_adapts_and_cools_down():
     length.update(3, 0)
     length.update(1, 0)  # two misses in a row: rest 3 steps, then draft again
     assert [length.want() for _ in range(4)] == [0, 0, 0, 1]
-    length.update(1, 0)
-    length.update(1, 0)  # the next rest is twice as long
+    length.update(1, 0)  # one fruitless probe after a rest: the next rest, twice as long
     assert [length.want() for _ in range(7)] == [0] * 6 + [1]
+    length.update(1, 1)  # a guess accepted: back to two misses before a rest of 3
+    length.update(2, 0)
+    assert length.want() == 1
+    length.update(1, 0)
+    assert [length.want() for _ in range(4)] == [0, 0, 0, 1]
 
 
 def test_speculative_settings_are_checked(bundles, qwen35_ckpts):
