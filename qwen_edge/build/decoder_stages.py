@@ -143,7 +143,8 @@ class DecoderStages:
             gen = genai_config(spec, model_type=str(ckpt.config.get("model_type", "qwen2")),
                                context_length=self.context, generation=ckpt.generation, filename=passes.model_file,
                                provider_options=genai_provider_options(target),
-                               special_tokens=special_token_ids(tokenizer) if tokenizer.is_file() else None)
+                               special_tokens=special_token_ids(tokenizer) if tokenizer.is_file() else None,
+                               speculative=request.genai_speculative)
             (stage / "genai_config.json").write_text(json.dumps(gen, indent=2, sort_keys=True) + "\n")
         sections: dict[str, Any] = {
             "precision": self.precision.to_dict() | {"name": self.precision.name},

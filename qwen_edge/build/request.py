@@ -28,6 +28,7 @@ class BuildRequest:
     budget: Any = None  # qwen_edge.quant.mixed_precision.Budget: per-tensor precision under a size / quality budget
     quality: Any = None  # qwen_edge.quant.quality.QualityConfig: measure the graph against the float reference
     builder_options: Mapping[str, Any] = field(default_factory=dict)
+    genai_speculative: str | None = None  # genai_config.json's `speculative` block (bundle.genai_config)
 
 
 def request_for_target(target, builder, *, checkpoint: Path, output: Path, precision: str | None,

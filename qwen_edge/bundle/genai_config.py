@@ -11,6 +11,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..errors import ConfigError
+
 # The tool-call / reasoning token ids onnxruntime-genai 0.18 reads from `model` (its builder's
 # add_special_token_ids, models/builder.py, writes them with these candidate tokens, first found wins).
 SPECIAL_TOKEN_KEYS = {
@@ -65,10 +67,27 @@ GENAI_MODEL_TYPES = {"qwen3_moe": "qwen3", "qwen2_moe": "qwen2", "qwen3_5": "qwe
                      "qwen3_5_moe": "qwen3_5_text", "qwen3_5_moe_text": "qwen3_5_text"}
 
 
+# onnxruntime-genai 0.18's top-level `speculative` block (its GeneratorParams speculative options: ngram_size,
+# max_draft_tokens, ngram_chained_lookup, min_adaptive_k, cooldown). "ngram" is prompt lookup with the
+# settings that decoded fastest in benchmarks/speculative.py (draft 4 tokens; draft 8 with cooldown was slower).
+GENAI_SPECULATIVE = {"ngram": {"ngram_size": 3, "max_draft_tokens": 4}}
+
+
+def speculative_section(kind: str, hybrid: bool) -> dict[str, Any]:
+    """genai's `speculative` block for `kind` (a GENAI_SPECULATIVE key)."""
+    if kind not in GENAI_SPECULATIVE:
+        raise ConfigError(f"genai_speculative must be one of {', '.join(GENAI_SPECULATIVE)}, got {kind!r}")
+    if hybrid:
+        raise ConfigError("genai_speculative: onnxruntime-genai 0.18 cannot rewind a hybrid model's recurrent "
+                          "state (RewindTo needs a snapshot); use qwen-edge run --speculative instead")
+    return dict(GENAI_SPECULATIVE[kind])
+
+
 def genai_config(spec, *, model_type: str, context_length: int, generation, filename: str = "model.onnx",
                  provider_options: list[dict[str, Any]] | None = None, share_buffer: bool = False,
-                 special_tokens: dict[str, int] | None = None) -> dict[str, Any]:
-    """special_tokens: special_token_ids() of the bundle's tokenizer, written into `model`."""
+                 special_tokens: dict[str, int] | None = None, speculative: str | None = None) -> dict[str, Any]:
+    """special_tokens: special_token_ids() of the bundle's tokenizer, written into `model`; speculative: a
+    GENAI_SPECULATIVE key, written as genai's `speculative` block (None: no block, plain decoding)."""
     inputs = {"input_ids": "input_ids", "attention_mask": "attention_mask",
               "past_key_names": "past_key_values.%d.key", "past_value_names": "past_key_values.%d.value"}
     outputs = {"logits": "logits", "present_key_names": "present.%d.key", "present_value_names": "present.%d.value"}
@@ -103,4 +122,6 @@ def genai_config(spec, *, model_type: str, context_length: int, generation, file
     for key in SPECIAL_TOKEN_KEYS:
         if special_tokens and key in special_tokens:
             config["model"][key] = int(special_tokens[key])
+    if speculative is not None:
+        config["speculative"] = speculative_section(speculative, spec.hybrid is not None)
     return config

@@ -47,6 +47,9 @@ def add_parser(sub) -> None:
                    help="how block scales are stored (int4/int8 default: fp16, cast to the graph's type on load)")
     b.add_argument("--max-length", type=int, default=None,
                    help="context length of the bundle (default: the model's; npu-qnn: 1024 static cache slots)")
+    b.add_argument("--genai-speculative", choices=["ngram"], default=None,
+                   help="write onnxruntime-genai's `speculative` block into genai_config.json (prompt lookup; "
+                        "not for Qwen3.5, whose state genai 0.18 cannot rewind)")
     _add_data_aware_arguments(b)
     g = b.add_argument_group("builder options (npu-qnn's static builder)")
     g.add_argument("--chunk", type=int, default=None, help="prefill graph chunk in tokens (default 128)")
@@ -157,7 +160,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         manifests = build_targets(Path(args.checkpoint), Path(args.output), targets, precision=args.precision,
                                   weight_options=weight_options(args), builder_options=given,
                                   progress=progress_for(args), options=DecoderOptions(max_positions=args.max_length),
-                                  parity=parity, **data_aware_fields(args))
+                                  parity=parity, genai_speculative=args.genai_speculative, **data_aware_fields(args))
     seconds = time.perf_counter() - start
     if several:
         data, text = _several_summary(manifests, outputs, seconds)

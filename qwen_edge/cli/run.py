@@ -33,6 +33,9 @@ def add_parsers(sub) -> None:
     r.add_argument("--top-p", type=float, default=None)
     r.add_argument("--repetition-penalty", type=float, default=None)
     r.add_argument("--seed", type=int, default=None)
+    r.add_argument("--speculative", default=None, metavar="ngram|draft:BUNDLE|mtp",
+                   help="speculative decoding: guess tokens by prompt lookup (ngram) or with a smaller bundle of "
+                        "the same tokenizer (draft:BUNDLE) and verify them several per pass; same output")
     add_runtime_options(r)
     add_common(r)
     r.set_defaults(func=cmd_run)
@@ -114,7 +117,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         prompt = gen.render_chat([{"role": "user", "content": args.chat}], **_template_vars(args))
     else:
         prompt = args.prompt
-    g = gen.start(prompt, max_new_tokens=args.max_new_tokens, sampling=_sampling(args, gen))
+    g = gen.start(prompt, max_new_tokens=args.max_new_tokens, sampling=_sampling(args, gen), **_speculative(args, gen))
     if args.json:
         with native_stdout_to_stderr():
             text = "".join(g)
@@ -129,14 +132,27 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _speculative(args: argparse.Namespace, gen) -> dict:
+    """The start() keyword for --speculative (checked before any generation runs)."""
+    if args.speculative is None:
+        return {}
+    from ..runtime import Generator, Speculative
+
+    if not isinstance(gen, Generator):
+        raise ConfigError("--speculative: this bundle's runtime does not support speculative decoding")
+    return {"speculative": Speculative.parse(args.speculative)}
+
+
 def _stats(stats) -> dict:
     return vars(stats) | {"decode_tokens_per_s": stats.decode_tokens_per_s}
 
 
 def _print_stats(args: argparse.Namespace, s) -> None:
     if not args.quiet:
+        spec = (f", {s.accepted_tokens}/{s.draft_tokens} guesses accepted in {s.verify_passes} verify passes"
+                if s.verify_passes else "")
         sys.stderr.write(f"[{s.prompt_tokens} prompt tokens, {s.new_tokens} new, TTFT {s.time_to_first_token_s * 1e3:.1f} ms, "
-                         f"{s.decode_tokens_per_s:.1f} tok/s, stop: {s.finish_reason}]\n")
+                         f"{s.decode_tokens_per_s:.1f} tok/s, stop: {s.finish_reason}{spec}]\n")
 
 
 def _stream_chat(gen, messages: list[dict], args: argparse.Namespace):
@@ -144,7 +160,8 @@ def _stream_chat(gen, messages: list[dict], args: argparse.Namespace):
     only the answer), tool calls as JSON lines at the end. Returns the GenerationResult."""
     images = {"max_pixels": args.max_pixels} if getattr(args, "image", None) and args.max_pixels else {}
     chat = gen.start_chat(messages, template_vars=_template_vars(args) or None, thinking_budget=args.thinking_budget,
-                          max_new_tokens=args.max_new_tokens, sampling=_sampling(args, gen), **images)
+                          max_new_tokens=args.max_new_tokens, sampling=_sampling(args, gen), **images,
+                          **_speculative(args, gen))
     if args.json:
         return chat.result()
     for delta in chat:
@@ -200,7 +217,7 @@ def _interactive_chat(gen, args: argparse.Namespace) -> int:
             messages.append(turn)
             continue
         g = gen.start(gen.render_chat(messages, **extra), max_new_tokens=args.max_new_tokens,
-                      sampling=_sampling(args, gen))
+                      sampling=_sampling(args, gen), **_speculative(args, gen))
         reply = []
         for piece in g:
             reply.append(piece)

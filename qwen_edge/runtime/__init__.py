@@ -18,6 +18,7 @@ from .generator import Generation, Generator
 from .results import GenerationResult, GenerationStats
 from .model import Model, RuntimeOptions
 from .sampling import SamplingParams
+from .speculative import Speculative
 
 
 def load(bundle_dir, **options) -> Generator:
@@ -36,5 +37,5 @@ __all__ = [
     "ChatDelta", "ChatGeneration", "DEFAULT_BUDGET_MESSAGE", "ToolCall", "ToolCallDelta",
     "ContextOverflowError", "GenerationError", "InvalidRequestError", "TemplateError",
     "Generation", "GenerationResult", "GenerationStats", "Generator", "Model", "RuntimeOptions",
-    "SamplingParams", "load",
+    "SamplingParams", "Speculative", "load",
 ]

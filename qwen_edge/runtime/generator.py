@@ -15,6 +15,7 @@ from .errors import ContextOverflowError, InvalidRequestError
 from .model import Model
 from .results import GenerationResult, GenerationStats
 from .sampling import Sampler, SamplingParams
+from .speculative import Speculative, make_drafter, speculative_tokens
 from .streaming import TextStreamer
 from .vision import split_images
 
@@ -30,7 +31,8 @@ class Generation:
     """
 
     def __init__(self, model: Model, prompt_ids: np.ndarray, max_new_tokens: int, sampling: SamplingParams,
-                 stop_token_ids: Sequence[int] | None, media=None):
+                 stop_token_ids: Sequence[int] | None, media=None, speculative: Speculative | None = None,
+                 draft_models: dict | None = None):
         if not isinstance(max_new_tokens, (int, np.integer)) or isinstance(max_new_tokens, bool):
             raise InvalidRequestError(f"max_new_tokens must be an integer, got {max_new_tokens!r}")
         if max_new_tokens <= 0 or max_new_tokens > MAX_NEW_TOKENS_LIMIT:
@@ -56,6 +58,9 @@ class Generation:
         self._forced: deque[int] = deque()
         self._closed = False
         self._running: list = []  # the Python generators of this run, closed by close()
+        self.speculative = Speculative.parse(speculative)
+        self._drafter = make_drafter(self.speculative, model, {} if draft_models is None else draft_models) \
+            if self.speculative is not None else None
 
     def _start_once(self) -> bool:
         """A Generation runs once, in one thread; a second iteration is an error, not a silent re-run.
@@ -104,17 +109,13 @@ class Generation:
         cache = model.acquire_cache()
         try:
             mask = np.ones((1, cache.capacity), np.int64)
-            step_logits = np.zeros((1, 1, model.vocab_size), np.float32)
-            step_out = ort.OrtValue.ortvalue_from_numpy(step_logits)
-            token_buf = np.zeros(1, np.int64)
             self.sampler.observe(self.prompt_ids)
             start = time.perf_counter()
             logits = model.step(cache, self.prompt_ids, mask, last_only=True, media=self.media)[-1]
-            binding = None  # made after the first token, so that it does not count in its latency
-            first = None
-            while not self._closed:
-                forced = bool(self._forced)
-                token = self._forced.popleft() if forced else self.sampler(logits)
+            first = picks = None
+            picks = self._plain_picks(cache, mask, logits) if self._drafter is None else \
+                speculative_tokens(self, cache, self._drafter, self.speculative, logits)
+            for token, forced in picks:
                 if first is None:
                     first = time.perf_counter()
                     self.stats.time_to_first_token_s = first - start
@@ -129,16 +130,31 @@ class Generation:
                     break
                 if self._closed:
                     break
-                self.sampler.observe((token,))
-                token_buf[0] = token
-                if binding is None:
-                    binding = model.decode_binding(cache, step_out)
-                logits = model.step(cache, token_buf, mask, step_out, binding=binding)[-1]
             self.stats.decode_s = time.perf_counter() - first if first is not None else 0.0
         finally:
             if self._closed and self.stats.finish_reason == "":
                 self.stats.finish_reason = "cancelled"
+            if picks is not None:
+                picks.close()
             model.release_cache(cache)
+            if self._drafter is not None:
+                self._drafter.close()
+
+    def _plain_picks(self, cache, mask: np.ndarray, logits: np.ndarray) -> Iterator[tuple[int, bool]]:
+        """(token, forced) one decode step at a time: forced tokens first, else a sample of the last logits."""
+        model = self.model
+        step_out = ort.OrtValue.ortvalue_from_numpy(np.zeros((1, 1, model.vocab_size), np.float32))
+        token_buf = np.zeros(1, np.int64)
+        binding = None  # made after the first token, so that it does not count in its latency
+        while not self._closed:
+            forced = bool(self._forced)
+            token = self._forced.popleft() if forced else self.sampler(logits)
+            yield token, forced
+            self.sampler.observe((token,))
+            token_buf[0] = token
+            if binding is None:
+                binding = model.decode_binding(cache, step_out)
+            logits = model.step(cache, token_buf, mask, step_out, binding=binding)[-1]
 
     def __iter__(self) -> Iterator[str]:
         if not self._start_once():
@@ -185,6 +201,7 @@ class Generator:
 
     def __init__(self, model: Model):
         self.model = model
+        self._draft_models: dict = {}  # speculative draft bundles, loaded on first use
 
     def _prompt_ids(self, prompt) -> np.ndarray:
         if isinstance(prompt, (bytes, bytearray, memoryview)):
@@ -217,10 +234,13 @@ class Generator:
         return self.model.default_sampling
 
     def start(self, prompt, *, max_new_tokens: int = 128, sampling: SamplingParams | None = None,
-              stop_token_ids: Sequence[int] | None = None) -> Generation:
-        """A raw completion of `prompt` (text or token ids), not templated or parsed."""
+              stop_token_ids: Sequence[int] | None = None, speculative: Speculative | str | None = None) -> Generation:
+        """A raw completion of `prompt` (text or token ids), not templated or parsed. `speculative` ("ngram",
+        "draft:BUNDLE" or a Speculative) verifies guessed tokens several at a time: the same output (greedy:
+        token for token; sampling: the same distribution), faster when the guesses are often right."""
         return Generation(self.model, self._prompt_ids(prompt), max_new_tokens,
-                          self.default_sampling if sampling is None else sampling, stop_token_ids)
+                          self.default_sampling if sampling is None else sampling, stop_token_ids,
+                          speculative=speculative, draft_models=self._draft_models)
 
     def stream(self, prompt, **kwargs) -> Iterator[str]:
         return iter(self.start(prompt, **kwargs))
@@ -237,7 +257,7 @@ class Generator:
                    thinking_budget: int | None = None, thinking_budget_message: str = DEFAULT_BUDGET_MESSAGE,
                    max_new_tokens: int = 128, sampling: SamplingParams | None = None,
                    stop_token_ids: Sequence[int] | None = None, min_pixels: int | None = None,
-                   max_pixels: int | None = None) -> ChatGeneration:
+                   max_pixels: int | None = None, speculative: Speculative | str | None = None) -> ChatGeneration:
         """Render `messages` (OpenAI shape: content parts, tool_calls) with the bundle's template and start
         answering. The answer streams as ChatDelta pieces split into reasoning, content and tool calls (tool
         calls are parsed when `tools` are given). A vision-language bundle takes image parts
@@ -252,10 +272,11 @@ class Generator:
         if images or self.model.vision is not None:  # a VL bundle: pads expanded, 3-D positions
             options = self.model.vision.image_options(min_pixels, max_pixels)
             media = self.model.vision.prepare(self._prompt_ids(prompt), images, options)
-            generation = Generation(self.model, media.ids, max_new_tokens, sampling, stop_token_ids, media)
+            generation = Generation(self.model, media.ids, max_new_tokens, sampling, stop_token_ids, media=media,
+                                    speculative=speculative, draft_models=self._draft_models)
         else:
             generation = self.start(prompt, max_new_tokens=max_new_tokens, sampling=sampling,
-                                    stop_token_ids=stop_token_ids)
+                                    stop_token_ids=stop_token_ids, speculative=speculative)
         return ChatGeneration.for_prompt(generation, prompt, self.model, tools=tools,
                                          thinking_budget=thinking_budget, budget_message=thinking_budget_message)
 

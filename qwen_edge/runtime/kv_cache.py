@@ -79,6 +79,14 @@ class KVCache:
             else:
                 array[...] = present  # a state: whole
 
+    @property
+    def has_states(self) -> bool:
+        return bool(self._states)
+
+    def state_arrays(self) -> list[np.ndarray]:
+        """The linear-attention state buffers (bound in place), for a copy before a pass that may be undone."""
+        return list(self._states)
+
     def reset(self) -> None:
         # Key/value positions past `length` are never read (GQA masks by seqlens_k); states are read whole.
         self.length = 0

@@ -14,6 +14,14 @@ class GenerationStats:
     time_to_first_token_s: float = 0.0
     decode_s: float = 0.0
     finish_reason: str = ""  # "eos", "length", or "cancelled" (closed before the end)
+    # speculative decoding: verify passes (passes that checked guesses), guessed and accepted tokens
+    verify_passes: int = 0
+    draft_tokens: int = 0
+    accepted_tokens: int = 0
+
+    @property
+    def acceptance_rate(self) -> float:
+        return self.accepted_tokens / self.draft_tokens if self.draft_tokens else 0.0
 
     @property
     def decode_tokens_per_s(self) -> float:

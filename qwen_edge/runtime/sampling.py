@@ -216,6 +216,25 @@ class Sampler:
         i = self._draw(weights)
         return i if ids is None else int(ids[i])
 
+    def verify_draft(self, logits: np.ndarray, draft: int) -> int:
+        """The token at a position where a drafter guessed `draft` (speculative decoding): greedy gives the
+        argmax, as __call__ does. Sampling keeps `draft` with its probability p(draft) and otherwise draws
+        from p with `draft` removed, renormalised: the speculative sampling rule for a one-hot proposal,
+        so the result is distributed exactly as __call__(logits)."""
+        if not self.params.do_sample:
+            return self(logits)
+        ids, probs = self.distribution(logits)
+        at = int(np.searchsorted(ids, draft))
+        hit = at < ids.shape[0] and int(ids[at]) == draft
+        if hit and self._rng.random() < probs[at]:
+            return int(draft)
+        if hit:
+            probs = probs.copy()
+            probs[at] = 0.0
+            if not probs.sum() > 0:  # p(draft) was 1 up to rounding
+                return int(draft)
+        return int(ids[self._draw(probs)])
+
     def apply_repetition_penalty(self, logits: np.ndarray) -> np.ndarray:
         """The logits with the repetition penalty applied (a float32 copy)."""
         return np.array(self._penalised(self._check(logits)), dtype=np.float32)

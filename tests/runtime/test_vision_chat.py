@@ -114,3 +114,18 @@ def test_image_parts_need_a_vision_bundle(bundles):
     text_only = Generator(Model(bundles("qwen2", "fp32")))
     with pytest.raises(InvalidRequestError, match="no vision model"):
         text_only.chat([{"role": "user", "content": [{"type": "image", "image": "x.png"}]}], max_new_tokens=1)
+
+
+@pytest.mark.parametrize("arch", ["qwen2_5_vl", "qwen3_vl"])
+def test_speculative_image_chat_gives_the_plain_tokens(arch, vl_bundles, tmp_path):
+    # Verify passes after an image prompt must keep its 3-D positions (the rope delta after the image).
+    gen = Generator(Model(vl_bundles("fp32", arch)))
+    images = _images(tmp_path)
+    messages = [{"role": "user", "content": [{"type": "image", "image": images[0]}, {"type": "image", "image": images[1]},
+                                             {"type": "text", "text": "say it again: one two three one two three"}]}]
+    kwargs = dict(max_new_tokens=24, sampling=SamplingParams.greedy(), stop_token_ids=[])
+    plain = gen.start_chat(messages, **kwargs).result()
+    chat = gen.start_chat(messages, speculative="ngram", **kwargs)
+    spec = chat.result()
+    assert spec.token_ids == plain.token_ids
+    assert spec.stats.verify_passes > 0

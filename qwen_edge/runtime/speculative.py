@@ -1,0 +1,303 @@
+"""Speculative decoding: a drafter guesses the next tokens, one pass of the target over all of them verifies.
+
+One decoder pass over K tokens costs far less than K one-token passes on CPU (each int4 weight block is
+unpacked once for all K rows), so every accepted guess saves most of a step. The output is the one plain
+decoding gives: greedy accepts a guess only when it is the target's argmax at that position; sampling uses
+the speculative sampling rule (Sampler.verify_draft), so the distribution of the output is unchanged.
+
+Rejected positions are rolled back: a key/value cache just forgets them (its length goes back; later passes
+overwrite them). A hybrid model's linear-attention states are overwritten whole by every pass, so they are
+copied before a verify pass and, when a guess is rejected, restored, and the accepted tokens are fed again
+at the front of the next pass (recomputed in the same pass that verifies the next guesses).
+
+Speculation backs off by itself: the draft length grows while guesses are all accepted and shrinks to what
+was accepted, and after `cooldown_after` verify passes in a row that accepted nothing the drafter rests
+(plain decoding costs nothing extra then); after a rest one fruitless verify pass rests it again, twice as
+long, until a guess is accepted.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+import onnxruntime as ort
+
+from .drafters import DraftModelDrafter, NgramDrafter
+from .errors import InvalidRequestError
+from .model import Model
+
+METHODS = ("ngram", "draft", "mtp")
+MAX_REST = 256  # the longest cooldown, in plain decode steps
+
+
+@dataclass(frozen=True)
+class Speculative:
+    """How to speculate. `Speculative.parse("ngram")`, `"draft:PATH"` (a bundle with the same tokenizer) or
+    `"mtp"`; the other fields tune the draft length and the cooldown."""
+
+    method: str = "ngram"
+    draft_bundle: str | None = None
+    max_draft: int = 8  # most tokens guessed per verify pass
+    initial_draft: int = 4
+    min_ngram: int = 2
+    max_ngram: int = 4
+    cooldown_after: int = 2  # verify passes in a row that accept nothing before the drafter rests
+    cooldown_steps: int = 4  # the first rest, in plain decode steps; doubles on each further failure, max 256
+    # draft length by acceptance alone, or "cost": by measured pass costs and acceptance (on qwen2-code-30m
+    # int4 it decoded no faster: benchmarks/results/speculative-adapt-ab-*.json)
+    adapt: str = "acceptance"
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise InvalidRequestError(f"speculative method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        if (self.method == "draft") != bool(self.draft_bundle):
+            raise InvalidRequestError("speculative draft_bundle is required for method 'draft' (and only for it)")
+        for name in ("max_draft", "initial_draft", "min_ngram", "max_ngram", "cooldown_after", "cooldown_steps"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InvalidRequestError(f"speculative {name} must be an integer >= 1, got {value!r}")
+        if self.max_draft > 64:
+            raise InvalidRequestError(f"speculative max_draft must be <= 64, got {self.max_draft}")
+        if self.adapt not in ("cost", "acceptance"):
+            raise InvalidRequestError(f"speculative adapt must be 'cost' or 'acceptance', got {self.adapt!r}")
+        if self.min_ngram > self.max_ngram:
+            raise InvalidRequestError(f"speculative min_ngram {self.min_ngram} exceeds max_ngram {self.max_ngram}")
+
+    @classmethod
+    def parse(cls, value) -> "Speculative | None":
+        """None, a Speculative, or the CLI's spelling: 'ngram', 'draft:BUNDLE' or 'mtp'."""
+        if value is None or isinstance(value, Speculative):
+            return value
+        if not isinstance(value, str):
+            raise InvalidRequestError(f"speculative must be a str or a Speculative, got {type(value).__name__}")
+        method, _, arg = value.partition(":")
+        if method == "draft":
+            return cls(method="draft", draft_bundle=arg or None)
+        if arg:
+            raise InvalidRequestError(f"speculative method {method!r} takes no argument, got {value!r}")
+        return cls(method=method)
+
+
+def make_drafter(spec: Speculative, model, draft_models: dict):
+    """The drafter for `spec` over `model`; draft bundles are loaded once per Generator (`draft_models`)."""
+    if spec.method == "ngram":
+        return NgramDrafter(spec.min_ngram, spec.max_ngram)
+    if spec.method == "mtp":
+        raise InvalidRequestError(f"speculative 'mtp': bundle {model.path} has no MTP head graph "
+                                  "(qwen-edge does not build one yet)")
+    draft = draft_models.get(spec.draft_bundle)
+    if draft is None:
+        draft = draft_models[spec.draft_bundle] = Model(spec.draft_bundle)
+    return DraftModelDrafter(draft, model)
+
+
+class _Passes:
+    """Decoder passes over n tokens with their IO bindings made once per n (cache and logits buffer bound),
+    and what a pass over n tokens has cost (a moving average of its wall time)."""
+
+    def __init__(self, model, cache):
+        self.model, self.cache = model, cache
+        self.mask = np.ones((1, cache.capacity), np.int64)
+        self._bound: dict[int, tuple] = {}
+        self._ids: dict[int, np.ndarray] = {}
+        self._seconds: dict[int, float] = {}
+        self._runs: dict[int, int] = {}
+
+    def cost(self, n: int) -> float | None:
+        """Seconds of a pass over n tokens, once measured twice (the first run of a shape is slower)."""
+        return self._seconds.get(n) if self._runs.get(n, 0) >= 2 else None
+
+    def run(self, tokens: list[int]) -> np.ndarray:
+        n = len(tokens)
+        if n not in self._bound:
+            out = ort.OrtValue.ortvalue_from_numpy(np.zeros((1, n, self.model.vocab_size), np.float32))
+            self._bound[n] = (out, self.model.decode_binding(self.cache, out))
+            self._ids[n] = np.zeros(n, np.int64)
+        out, binding = self._bound[n]
+        ids = self._ids[n]
+        ids[:] = tokens
+        start = time.perf_counter()
+        rows = self.model.step(self.cache, ids, self.mask, out, binding=binding)
+        seconds = time.perf_counter() - start
+        runs = self._runs[n] = self._runs.get(n, 0) + 1
+        if runs == 2:
+            self._seconds[n] = seconds
+        elif runs > 2:
+            self._seconds[n] += 0.2 * (seconds - self._seconds[n])
+        return rows
+
+
+class _States:
+    """Copies of a hybrid cache's linear-attention states, taken before a verify pass."""
+
+    def __init__(self, cache):
+        self._live = cache.state_arrays()
+        self._saved = [np.empty_like(a) for a in self._live]
+
+    def save(self) -> None:
+        for live, saved in zip(self._live, self._saved):
+            np.copyto(saved, live)
+
+    def restore(self) -> None:
+        for live, saved in zip(self._live, self._saved):
+            np.copyto(live, saved)
+
+
+class DraftLength:
+    """Adaptive draft length and cooldown.
+
+    Without pass costs (`costs` None): the length doubles while every guess is accepted and falls to what
+    was accepted plus one. With `costs` (a callable n -> seconds of a pass over n tokens, None while not
+    measured), it picks the length with the most expected tokens per second: with per-guess acceptance a
+    (decayed counts), k guesses yield 1 + a + ... + a^k tokens for one pass over k + 1 tokens, against one
+    token for one single-token step. When plain steps win, it rests as after misses (and probes after).
+    """
+
+    def __init__(self, spec: Speculative, costs=None):
+        self.spec = spec
+        self.costs = costs
+        self.k = min(spec.initial_draft, spec.max_draft)
+        self.misses = 0  # verify passes in a row that accepted nothing
+        self.rest = 0  # plain steps left before drafting again
+        self.next_rest = spec.cooldown_steps
+        self.accepted = self.trials = 0.0  # decayed counts of accepted guesses and of guesses decided
+        self._probe = False  # True after a rest: the next pass drafts whatever the cost model says
+
+    def _rest(self) -> None:
+        # after the rest one fruitless probe is enough to rest again, twice as long
+        self.rest, self.misses, self._probe = self.next_rest, self.spec.cooldown_after - 1, True
+        self.next_rest = min(MAX_REST, self.next_rest * 2)
+
+    def _cost(self, n: int) -> float | None:
+        """Seconds of a pass over n tokens: measured, else the next longer measured one (passes grow with
+        n), else None."""
+        for m in range(n, self.spec.max_draft + 2):
+            t = self.costs(m)
+            if t is not None:
+                return t
+        return None
+
+    def want(self) -> int:
+        if self.rest:
+            self.rest -= 1
+            return 0
+        if self.costs is None or self.trials < 1:
+            return self.k
+        step = self.costs(1)
+        if step is None:
+            return self.k
+        a = (self.accepted + 1.0) / (self.trials + 2.0)
+        best, best_rate, expected, power = 0, 1.0 / step, 1.0, 1.0
+        for k in range(1, self.spec.max_draft + 1):
+            power *= a
+            expected += power
+            cost = self._cost(k + 1)
+            if cost is None:  # not measured yet: try it once
+                cost = step
+            if expected / cost > best_rate:
+                best, best_rate = k, expected / cost
+        if best == 0 and not self._probe:
+            self._rest()
+            self.rest -= 1
+            return 0
+        self._probe = False
+        return best or self.k
+
+    def update(self, proposed: int, accepted: int) -> None:
+        self.accepted = 0.8 * self.accepted + accepted
+        self.trials = 0.8 * self.trials + accepted + (proposed > accepted)
+        if accepted == proposed:
+            self.k = min(self.spec.max_draft, self.k * 2)
+        else:
+            self.k = max(1, accepted + 1)
+        if accepted:
+            self.misses, self.next_rest = 0, self.spec.cooldown_steps
+            return
+        self.misses += 1
+        if self.misses >= self.spec.cooldown_after:
+            self._rest()
+
+
+def speculative_tokens(gen, cache, drafter, spec: Speculative, logits: np.ndarray):
+    """The tokens of Generation._tokens with speculation, after the prompt's pass gave `logits`: yields
+    (token, forced) like the plain loop picks them (forced queue, else a verified guess, else a sample). The
+    caller checks for stop tokens, counts and yields each one before asking for the next, and stops
+    iterating when the generation ends."""
+    model, sampler, stats = gen.model, gen.sampler, gen.stats
+    passes = _Passes(model, cache)
+    states = _States(cache) if cache.has_states else None
+    length = DraftLength(spec, passes.cost if spec.adapt == "cost" else None)
+    history = [int(t) for t in gen.prompt_ids]
+    queue: deque[int] = deque()  # verified guesses, in the cache, not yet yielded
+    prefix: list[int] = []  # tokens to feed again before the next one (a hybrid's restored state)
+    fed: list[int] = []  # the last verify pass's tokens
+    start = kept = 0  # the cache length before it; how many of its tokens the cache keeps
+    corrected = None  # the token a rejection chose, to be yielded next
+    logits = np.array(logits)
+
+    def rollback(keep: int) -> None:
+        """Keep the first `keep` tokens of the last verify pass in the cache."""
+        nonlocal prefix, kept
+        kept = keep
+        if states is None:
+            cache.length = start + keep
+        elif keep < len(fed):
+            states.restore()
+            cache.length = start
+            prefix = fed[:keep]
+
+    while not gen.closed:
+        if gen._forced and queue:  # the consumer forces tokens: drop the guesses not yielded yet
+            rollback(kept - len(queue))
+            queue.clear()
+            corrected = None
+        if queue:
+            token = queue.popleft()
+            yield token, False
+            history.append(token)
+            continue
+        forced = bool(gen._forced)
+        if forced:
+            token = gen._forced.popleft()
+        elif corrected is not None:
+            token = corrected
+        else:
+            token = sampler(logits)
+        corrected = None
+        yield token, forced
+        sampler.observe((token,))
+        history.append(token)
+        k = 0 if gen._forced else min(length.want(), gen.max_new_tokens - len(gen.token_ids))
+        drafts = [int(d) for d in drafter.propose(history, k)[:k]] if k > 0 else []
+        fed, start = prefix + [token] + drafts, cache.length
+        kept = len(fed)
+        if drafts and states is not None:
+            states.save()
+        rows = passes.run(fed)[len(prefix):]
+        prefix = []
+        if not drafts:
+            logits = rows[0].copy()
+            continue
+        stats.verify_passes += 1
+        stats.draft_tokens += len(drafts)
+        accepted = 0
+        for i, d in enumerate(drafts):
+            choice = sampler.verify_draft(rows[i], d)
+            if choice != d:
+                corrected = choice
+                break
+            accepted += 1
+            sampler.observe((d,))
+        stats.accepted_tokens += accepted
+        length.update(len(drafts), accepted)
+        queue.extend(drafts[:accepted])
+        if corrected is None:
+            logits = rows[accepted].copy()
+        else:
+            rollback(len(fed) - len(drafts) + accepted)
+
+
+__all__ = ["DraftLength", "Speculative", "make_drafter", "speculative_tokens"]
