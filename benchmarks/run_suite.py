@@ -85,6 +85,16 @@ def measured(cmd: list[str], log: Path, timeout_s: float, env: dict | None = Non
             **({"error": tail[0][:300] if tail else f"exit {proc.returncode}"} if proc.returncode else {})}
 
 
+def warm_page_cache(ckpt: Path) -> None:
+    """Read the checkpoint's files once, so that every builder finds them in the page cache: the
+    first build of a run otherwise pays the disk read alone (in one run at the 0.8B shape, the first
+    build took 21.7 s and the same recipe built next 17.5 s)."""
+    for path in sorted(p for p in ckpt.rglob("*") if p.is_file()):
+        with open(path, "rb") as fh:
+            while fh.read(1 << 24):
+                pass
+
+
 def child_json(cmd: list[str], env: dict | None = None) -> dict:
     """Run a helper script that prints JSON. Helpers run as children so that the driver stays
     small: Linux carries a parent's RSS high-water mark into a forked child's ru_maxrss."""
@@ -166,6 +176,7 @@ class Suite:
         return None
 
     def build_all(self, ckpt: Path, work: Path, results: dict) -> dict:
+        warm_page_cache(ckpt)
         for name, steps in self.build_steps(ckpt, work).items():
             if self.args.only and not any(name.startswith(o) for o in self.args.only):
                 continue
