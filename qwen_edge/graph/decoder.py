@@ -109,20 +109,30 @@ class DecoderBuilder:
                    stash_type=1)
         return g.one("Reshape", [y4, g.const([0, 0, heads * d], np.int64)], f"{scope}/Reshape_out")
 
+    def _qkv(self, x: str, t: dict[str, np.ndarray], scope: str) -> str:
+        """The fused q|k|v projection, with the checkpoint's biases where it has them."""
+        s = self.spec
+        qkv_w = np.concatenate([t["q_proj"], t["k_proj"], t["v_proj"]], axis=0)
+        qkv_b = np.concatenate([t["q_bias"], t["k_bias"], t["v_bias"]]) if s.attention_bias else None
+        return self.lin.linear(x, qkv_w, f"{scope}/qkv_proj", self.precision.weights, bias=qkv_b)
+
+    def _split_qkv(self, qkv: str, t: dict[str, np.ndarray], scope: str) -> tuple[str, str, str]:
+        """q, k and v apart, q and k RMS-normed per head where the model norms them."""
+        g, s = self.g, self.spec
+        q, k, v = g.node("Split", [qkv, g.const([s.q_size, s.kv_size, s.kv_size], np.int64)],
+                         f"{scope}/qkv_split/Split", outputs=3, axis=-1)
+        if s.qk_norm:
+            q = self._head_norm(q, t["q_norm"], s.num_heads, f"{scope}/q_norm")
+            k = self._head_norm(k, t["k_norm"], s.num_kv_heads, f"{scope}/k_norm")
+        return q, k, v
+
     def _attention(self, i: int, x: str, t: dict[str, np.ndarray], seqlens: str, total_len: str,
                    cos: str, sin: str) -> str:
         g, s = self.g, self.spec
         scope = f"/model/layers.{i}/attn"
-        qkv_w = np.concatenate([t["q_proj"], t["k_proj"], t["v_proj"]], axis=0)
-        qkv_b = np.concatenate([t["q_bias"], t["k_bias"], t["v_bias"]]) if s.attention_bias else None
-        qkv = self.lin.linear(x, qkv_w, f"{scope}/qkv_proj", self.precision.weights, bias=qkv_b)
-        if s.qk_norm:
-            q, k, v = g.node("Split", [qkv, g.const([s.q_size, s.kv_size, s.kv_size], np.int64)],
-                             f"{scope}/qkv_split/Split", outputs=3, axis=-1)
-            q = self._head_norm(q, t["q_norm"], s.num_heads, f"{scope}/q_norm")
-            k = self._head_norm(k, t["k_norm"], s.num_kv_heads, f"{scope}/k_norm")
-        else:
-            q, k, v = qkv, "", ""
+        qkv = self._qkv(x, t, scope)
+        # GroupQueryAttention takes the packed q|k|v as it is, unless q and k are normed first.
+        q, k, v = self._split_qkv(qkv, t, scope) if s.qk_norm else (qkv, "", "")
         window = s.sliding_windows[i] or -1
         out = g.node(
             "GroupQueryAttention",
@@ -197,15 +207,20 @@ class DecoderBuilder:
         pos = g.one("Unsqueeze", [pos, g.const([1], np.int64)], f"{scope}/positions/Unsqueeze")
         freqs = g.weight(f"{scope}/inv_freq", inv_freq.astype(np.float32)[None, :])
         angles = g.one("Mul", [pos, freqs], f"{scope}/angles/Mul")
-        caches = []
+        return self._cos_sin(angles, scale, scope)
+
+    def _cos_sin(self, angles: str, scale: float, scope: str) -> tuple[str, str]:
+        """cos and sin of float32 rotary angles, times the rope's attention scale, in the graph's type."""
+        g = self.g
+        tables = []
         for fn in ("Cos", "Sin"):
             table = g.one(fn, [angles], f"{scope}/{fn.lower()}/{fn}")
             if scale != 1.0:
                 table = g.one("Mul", [table, g.const(np.float32(scale))], f"{scope}/{fn.lower()}/Mul")
             if self.np_dtype != np.float32:
                 table = g.one("Cast", [table], f"{scope}/{fn.lower()}/Cast", to=self.elem)
-            caches.append(table)
-        return caches[0], caches[1]
+            tables.append(table)
+        return tables[0], tables[1]
 
     # The whole graph ----------------------------------------------------------------------
     def _declare_io(self) -> None:

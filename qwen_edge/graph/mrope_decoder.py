@@ -69,15 +69,7 @@ class MropeDecoderBuilder(DecoderBuilder):
         angles = g.one("ReduceSum", [angles, g.const([0], np.int64)], f"{scope}/ReduceSum", keepdims=0)
         angles = g.one("Concat", [angles, angles], f"{scope}/Concat", axis=-1)
         angles = g.one("Unsqueeze", [angles, g.const([2], np.int64)], f"{scope}/Unsqueeze_heads")
-        tables = []
-        for fn in ("Cos", "Sin"):
-            t = g.one(fn, [angles], f"{scope}/{fn}")
-            if scale != 1.0:
-                t = g.one("Mul", [t, g.const(np.float32(scale))], f"{scope}/{fn}/Mul")
-            if self.elem != TensorProto.FLOAT:
-                t = g.one("Cast", [t], f"{scope}/{fn}/Cast", to=self.elem)
-            tables.append(t)
-        return tables[0], tables[1]
+        return self._cos_sin(angles, scale, scope)
 
     def _rotate(self, x: str, heads: int, cos: str, sin: str, scope: str) -> str:
         g, d = self.g, self.spec.head_dim
@@ -91,14 +83,7 @@ class MropeDecoderBuilder(DecoderBuilder):
     def _attention(self, i, x, t, seqlens, total_len, cos, sin):
         g, s = self.g, self.spec
         scope = f"/model/layers.{i}/attn"
-        qkv_w = np.concatenate([t["q_proj"], t["k_proj"], t["v_proj"]], axis=0)
-        qkv_b = np.concatenate([t["q_bias"], t["k_bias"], t["v_bias"]]) if s.attention_bias else None
-        qkv = self.lin.linear(x, qkv_w, f"{scope}/qkv_proj", self.precision.weights, bias=qkv_b)
-        q, k, v = g.node("Split", [qkv, g.const([s.q_size, s.kv_size, s.kv_size], np.int64)],
-                         f"{scope}/qkv_split/Split", outputs=3, axis=-1)
-        if s.qk_norm:
-            q = self._head_norm(q, t["q_norm"], s.num_heads, f"{scope}/q_norm")
-            k = self._head_norm(k, t["k_norm"], s.num_kv_heads, f"{scope}/k_norm")
+        q, k, v = self._split_qkv(self._qkv(x, t, scope), t, scope)
         q = self._rotate(q, s.num_heads, cos, sin, f"{scope}/q_rotary")
         k = self._rotate(k, s.num_kv_heads, cos, sin, f"{scope}/k_rotary")
         out = g.node(

@@ -116,14 +116,7 @@ class StandardDecoderBuilder(DecoderBuilder):
         g, s = self.g, self.spec
         scope = f"/model/layers.{i}/attn"
         kv, group, d = s.num_kv_heads, s.num_heads // s.num_kv_heads, s.head_dim
-        qkv_w = np.concatenate([t["q_proj"], t["k_proj"], t["v_proj"]], axis=0)
-        qkv_b = np.concatenate([t["q_bias"], t["k_bias"], t["v_bias"]]) if s.attention_bias else None
-        qkv = self.lin.linear(x, qkv_w, f"{scope}/qkv_proj", self.precision.weights, bias=qkv_b)
-        q, k, v = g.node("Split", [qkv, g.const([s.q_size, s.kv_size, s.kv_size], np.int64)],
-                         f"{scope}/qkv_split/Split", outputs=3, axis=-1)
-        if s.qk_norm:
-            q = self._head_norm(q, t["q_norm"], s.num_heads, f"{scope}/q_norm")
-            k = self._head_norm(k, t["k_norm"], s.num_kv_heads, f"{scope}/k_norm")
+        q, k, v = self._split_qkv(self._qkv(x, t, scope), t, scope)
         # q: [b, n, kv*group*d] -> [b, kv, group, n, d]; k, v: [b, n, kv*d] -> [b, kv, n, d]
         q = g.one("Reshape", [q, g.const([0, 0, kv, group, d], np.int64)], f"{scope}/q/Reshape")
         q = g.one("Transpose", [q], f"{scope}/q/Transpose", perm=[0, 2, 3, 1, 4])
