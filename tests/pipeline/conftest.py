@@ -13,6 +13,33 @@ from qwen_edge.checkpoint.tiny import TINY_QWEN2, TINY_QWEN3, make_tiny_checkpoi
 
 SECRET = "qwen-edge-test-secret-never-in-reports"
 
+# Two tiny checkpoints (the `tiny_checkpoints` fixture's directory as {ckpts}) by a gated fp32 and an int4
+# target, with a local cache: the matrix the shard and --jobs tests build.
+MATRIX = """
+output = "dist"
+cache = "cache"
+
+[[checkpoints]]
+name = "q2"
+path = "{ckpts}/q2"
+
+[[checkpoints]]
+name = "q3"
+path = "{ckpts}/q3"
+
+[[targets]]
+name = "cpu-fp32"
+target = "cpu"
+precision = "fp32"
+gate = {{ reference = "numpy" }}
+
+[[targets]]
+name = "cpu-int4"
+target = "cpu"
+precision = "int4"
+precision_options = {{ block_size = 32, method = "rtn" }}
+"""
+
 
 @pytest.fixture(scope="session")
 def s3_endpoint():

@@ -17,31 +17,9 @@ from qwen_edge.pipeline import LocalCache, load_pipeline, prune, run_pipeline
 from qwen_edge.pipeline.cache_backends import parse_age, parse_size
 from qwen_edge.pipeline.cells import plan_cells
 from qwen_edge.pipeline.parallel import BASE_RSS, estimate_peak, fits, threads_per_job
+from tests.pipeline.conftest import MATRIX
 
-PIPELINE = """
-output = "dist"
-cache = "cache"
-
-[[checkpoints]]
-name = "q2"
-path = "{ckpts}/q2"
-
-[[checkpoints]]
-name = "q3"
-path = "{ckpts}/q3"
-
-[[targets]]
-name = "cpu-fp32"
-target = "cpu"
-precision = "fp32"
-gate = {{ reference = "numpy" }}
-
-[[targets]]
-name = "cpu-int4"
-target = "cpu"
-precision = "int4"
-precision_options = {{ block_size = 32, method = "rtn" }}
-"""
+PIPELINE = MATRIX
 
 
 def _files(root: Path) -> dict[str, bytes]:

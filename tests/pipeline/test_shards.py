@@ -14,31 +14,9 @@ from qwen_edge.cli import main
 from qwen_edge.errors import ConfigError
 from qwen_edge.pipeline import load_pipeline, merge_reports, read_report, run_pipeline
 from qwen_edge.pipeline.shards import parse_shard, select, shard_of
+from tests.pipeline.conftest import MATRIX
 
-PIPELINE = """
-output = "dist"
-cache = "cache"
-
-[[checkpoints]]
-name = "q2"
-path = "{ckpts}/q2"
-
-[[checkpoints]]
-name = "q3"
-path = "{ckpts}/q3"
-
-[[targets]]
-name = "cpu-fp32"
-target = "cpu"
-precision = "fp32"
-gate = {{ reference = "numpy" }}
-
-[[targets]]
-name = "cpu-int4"
-target = "cpu"
-precision = "int4"
-precision_options = {{ block_size = 32, method = "rtn" }}
-
+PIPELINE = MATRIX + """
 [[targets]]
 name = "cpu-int8"
 target = "cpu"
