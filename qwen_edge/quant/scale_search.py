@@ -2,7 +2,8 @@
 
 Every kernel takes a chunk of blocks *transposed*, ``x`` float32 ``[block_size, blocks]``
 (one column per block: reductions over axis 0 and per-block broadcasts then run on contiguous
-rows, several times faster in numpy than over a short last axis), and returns ``(codes uint8
+rows, several times faster than over a short last axis, and the compiled loops vectorise across
+blocks), and returns ``(codes uint8
 [block_size, blocks], scales float32 [blocks], zero_points uint8 [blocks] or None)``. A value is represented as
 ``(code - zero_point) * scale`` with ``code`` in ``0 .. 2**bits - 1``; the symmetric kernels use
 the fixed zero point ``2**(bits-1)`` and return None for it.
@@ -15,6 +16,8 @@ most ``2**bits`` in magnitude whatever the weights' range, and keeps everything 
 At 4 bits a candidate's error is ``sum(w x^2) - sum(w x q)^2 / sum(w q^2)``; at 8 bits that
 difference would cancel catastrophically in float32, so it is computed from the rounding
 residual ``e = x*f - q`` instead (``|e| <= 1/2``), at the price of one more pass per candidate.
+
+The rtn kernels are numpy; the searches run compiled, in `search_kernels` (imported on first use).
 """
 
 from __future__ import annotations
@@ -24,22 +27,15 @@ import numpy as np
 # A block whose round-to-nearest scale is below this is stored as all zeros (scale 0): its
 # largest element is < 2**8 * 1e-37, near float32's smallest normal number (fp16 cannot even
 # hold it), and the reciprocal of any larger scale stays finite in float32.
-_TINY_SCALE = 1e-37
+TINY_SCALE = 1e-37
 
 # Candidate stretches of the code range, as codes added at the block's extreme: the candidate
 # inverse scale is f = (range + delta) / range times the rtn one. delta > 0 clips the extremes
 # to get finer steps, delta < 0 widens the steps. rtn (delta 0) is always the first candidate.
-# The search is most of a build's time, so the grid is short: on qwen2-code-30m's matrices (int4,
-# block 32) these two keep 94.3% (asymmetric) and 97.5% (symmetric) of the squared-error
+# Each candidate is a pass over the weights, so the grid is short: on qwen2-code-30m's matrices
+# (int4, block 32) these two keep 94.3% (asymmetric) and 97.5% (symmetric) of the squared-error
 # reduction over rtn of the grid (0, +-0.4, +-1.2), which kept ~95% of an eleven-step grid's.
 DELTAS = (-0.8, 0.8)
-
-
-def _dot(a: np.ndarray, b: np.ndarray, weight: np.ndarray | None) -> np.ndarray:
-    """sum over each block of weight * a * b: float32 [blocks]."""
-    if weight is None:
-        return np.einsum("bk,bk->k", a, b)
-    return np.einsum("bk,bk,bk->k", a, b, weight)
 
 
 def _safe_div(num: np.ndarray, den: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -54,10 +50,10 @@ def _block_min_max(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _safe_reciprocal(s: np.ndarray) -> np.ndarray:
-    """1 / s as float32, 0 where |s| is below _TINY_SCALE (all-zero blocks)."""
+    """1 / s as float32, 0 where |s| is below TINY_SCALE (all-zero blocks)."""
     s = np.asarray(s, dtype=np.float64)
     out = np.zeros_like(s)
-    np.divide(1.0, s, out=out, where=np.abs(s) >= _TINY_SCALE)
+    np.divide(1.0, s, out=out, where=np.abs(s) >= TINY_SCALE)
     return out.astype(np.float32)
 
 
@@ -77,7 +73,7 @@ def _rtn_symmetric_scale(x: np.ndarray, bits: int) -> np.ndarray:
     lo, hi = _block_min_max(x)
     m = np.where(-lo > hi, lo, hi)
     s = m / -(1 << (bits - 1))
-    s[np.abs(s) < _TINY_SCALE] = 0.0
+    s[np.abs(s) < TINY_SCALE] = 0.0
     return s
 
 
@@ -96,35 +92,11 @@ def search_symmetric(x: np.ndarray, bits: int, weight: np.ndarray | None = None)
     wins; then the codes are re-rounded, the scale refit and the codes re-rounded once more.
     Candidate 0 is rtn and every step can only lower the error; a final guard keeps rtn in any
     block where float32 rounding made that untrue, so the result is never worse than rtn."""
-    half = 1 << (bits - 1)
-    lo_code, hi_code = -half, half - 1
-    s0 = _rtn_symmetric_scale(x, bits)
-    xn = x * _safe_reciprocal(s0)  # the largest element -> -half
-    fit = _LeastSquares(xn, weight, bits)
-    t = np.empty_like(xn)
+    from .search_kernels import search_symmetric as kernel
 
-    def codes(f, out):
-        np.rint(xn if f is None else np.multiply(xn, f, out=out), out=out)
-        return np.clip(out, lo_code, hi_code, out=out)
-
-    q0 = codes(None, np.empty_like(xn))  # rtn
-    rtn_err = fit.actual_error(q0, 1.0, t)
-    best_a, best_err = fit.candidate(q0, np.float32(1), t)
-    q = np.empty_like(xn)
-    for delta in DELTAS:
-        f = np.float32((half + delta) / half)
-        a, err = fit.candidate(codes(f, q), f, t)
-        better = err < best_err
-        best_err = np.where(better, err, best_err)
-        best_a = np.where(better, a, best_a)
-    for final in (False, True):
-        codes(_safe_reciprocal(best_a), q)
-        if final:
-            break
-        best_a = fit.refit(q, best_a)
-    best_a = _keep_rtn_where_worse(fit, q, best_a, q0, rtn_err, t)[0]
-    q += half
-    return q.astype(np.uint8), (best_a * s0).astype(np.float32), None
+    codes = np.empty(x.shape, np.uint8)
+    scales = kernel(np.ascontiguousarray(x, np.float32), weight, bits, np.array(DELTAS), codes)
+    return codes, scales, None
 
 
 # ---------------------------------------------------------------------------------- asymmetric
@@ -138,7 +110,7 @@ def _rtn_asymmetric_params(x: np.ndarray, bits: int):
     lo = np.minimum(lo, 0.0)
     hi = np.maximum(hi, 0.0)
     s = (hi - lo) / qmax
-    s[s < _TINY_SCALE] = 0.0
+    s[s < TINY_SCALE] = 0.0
     z = np.clip(np.rint(-lo * _safe_reciprocal(s)), 0, qmax)
     return s, z, lo
 
@@ -159,99 +131,13 @@ def search_asymmetric(x: np.ndarray, bits: int, weight: np.ndarray | None = None
     scale (zero point kept) and re-round. Candidate 0 is rtn, every step can only lower the
     error, and a final guard keeps rtn wherever float32 rounding made that untrue. (Refitting
     the zero point by least squares as well was measured to gain nothing once it has to be
-    rounded to an integer again.)
+    rounded to an integer again.) The codes are fitted relative to the zero point,
+    u = code - z = clip(rint(x*f), -z, qmax-z), so the fit needs no per-block code sums."""
+    from .search_kernels import search_asymmetric as kernel
 
-    The codes are handled relative to the zero point, u = code - z = clip(rint(x*f), -z, qmax-z):
-    the fit then needs no per-block code sums, one pass fewer per candidate."""
-    qmax = (1 << bits) - 1
-    s0, z0, lo = _rtn_asymmetric_params(x, bits)
-    inv0 = _safe_reciprocal(s0)
-    xn = x * inv0  # range width qmax
-    lo_n = lo * inv0  # in [-qmax, 0]
-    fit = _LeastSquares(xn, weight, bits)
-    t = np.empty_like(xn)
-
-    def codes(f, z, out):
-        np.rint(xn if f is None else np.multiply(xn, f, out=out), out=out)
-        np.maximum(out, -z, out=out)  # with array bounds, maximum/minimum are much faster than clip
-        return np.minimum(out, qmax - z, out=out)
-
-    z0 = z0.astype(np.float32)
-    u0 = codes(None, z0, np.empty_like(xn))  # rtn
-    rtn_err = fit.actual_error(u0, 1.0, t)
-    best_a, best_err = fit.candidate(u0, np.float32(1), t)
-    best_z = z0
-    u = np.empty_like(xn)
-    for delta in DELTAS:
-        f = np.float32((qmax + delta) / qmax)
-        zc = np.clip(np.rint(-lo_n * f), 0, qmax).astype(np.float32)
-        a, err = fit.candidate(codes(f, zc, u), f, t)
-        better = err < best_err
-        best_err = np.where(better, err, best_err)
-        best_a = np.where(better, a, best_a)
-        best_z = np.where(better, zc, best_z)
-    for final in (False, True):
-        codes(_safe_reciprocal(best_a), best_z, u)
-        if final:
-            break
-        best_a = fit.refit(u, best_a)
-    best_a, worse = _keep_rtn_where_worse(fit, u, best_a, u0, rtn_err, t)
-    best_z = np.where(worse, z0, best_z)
-    u += best_z
-    return u.astype(np.uint8), (best_a * s0).astype(np.float32), best_z.astype(np.uint8)
-
-
-class _LeastSquares:
-    """Weighted least-squares scale fits of codes u to the normalised block values xn (x / s0):
-    a minimises sum w (xn - a u)^2. At 4 bits a candidate's error is sum(w xn^2) - a sum(w xn u);
-    at 8 bits that difference cancels catastrophically in float32, so it is computed from the
-    rounding residual e = xn*f - u (|e| <= 1/2) instead, at two more passes per candidate."""
-
-    def __init__(self, xn: np.ndarray, weight: np.ndarray | None, bits: int):
-        self.xn, self.weight = xn, weight
-        self.xw = xn if weight is None else xn * weight
-        self.residual_form = bits > 4
-        self.sxx = None if self.residual_form else _dot(xn, self.xw, None)
-
-    def candidate(self, u: np.ndarray, f: np.float32, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(scale, error) per block for codes u = rint(xn * f) (clipped); blocks whose codes are
-        all zero get scale 1/f and error +inf, so that they never win. Uses t as scratch."""
-        suu = _dot(u, u, self.weight)
-        if self.residual_form:
-            np.multiply(self.xn, f, out=t)
-            t -= u
-            seu = _dot(t, u, self.weight)
-            ratio, ok = _safe_div(seu, suu)
-            err = (_dot(t, t, self.weight) - ratio * seu) / (f * f)
-            a = (1 + ratio) / f
-        else:
-            sxu = _dot(self.xw, u, None)
-            a, ok = _safe_div(sxu, suu)
-            err = self.sxx - a * sxu
-            a = np.where(ok, a, np.float32(1) / f)
-        return a, np.where(ok, err, np.float32(np.inf))
-
-    def refit(self, u: np.ndarray, a: np.ndarray) -> np.ndarray:
-        new, ok = _safe_div(_dot(self.xw, u, None), _dot(u, u, self.weight))
-        return np.where(ok, new, a)
-
-    def actual_error(self, u: np.ndarray, a, t: np.ndarray) -> np.ndarray:
-        """sum w (xn - a u)^2 per block, computed directly (no cancellation)."""
-        np.multiply(u, a, out=t)
-        np.subtract(self.xn, t, out=t)
-        return _dot(t, t, self.weight)
-
-
-def _keep_rtn_where_worse(fit: _LeastSquares, u: np.ndarray, a: np.ndarray, u0: np.ndarray,
-                          rtn_err: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The candidate errors can lose their last digits to float32 rounding where a block is
-    nearly constant, so compare the result's actual error with rtn's and keep rtn (codes u0,
-    scale 1) where the search came out worse. Updates u in place; returns (a, worse)."""
-    worse = fit.actual_error(u, a, t) > rtn_err
-    if worse.any():
-        np.copyto(u, u0, where=worse)
-        a = np.where(worse, np.float32(1), a)
-    return a, worse
+    codes = np.empty(x.shape, np.uint8)
+    scales, zero_points = kernel(np.ascontiguousarray(x, np.float32), weight, bits, np.array(DELTAS), codes)
+    return codes, scales, zero_points
 
 
 KERNELS = {

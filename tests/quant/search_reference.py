@@ -1,0 +1,209 @@
+"""The scale search in numpy, as it was before `qwen_edge.quant.search_kernels` compiled it: the
+reference that `test_search_kernels.py` holds the compiled search to, bit for bit.
+
+Every kernel takes a chunk of blocks transposed, ``x`` float32 ``[block_size, blocks]`` (one column
+per block), and returns ``(codes uint8 [block_size, blocks], scales float32 [blocks], zero_points
+uint8 [blocks] or None)``; ``weight`` is None or float32 like ``x``. See `qwen_edge.quant.scale_search`
+for the method and its numerics.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from qwen_edge.quant.scale_search import TINY_SCALE, DELTAS
+
+
+def _dot(a: np.ndarray, b: np.ndarray, weight: np.ndarray | None) -> np.ndarray:
+    """sum over each block of weight * a * b: float32 [blocks]."""
+    if weight is None:
+        return np.einsum("bk,bk->k", a, b)
+    return np.einsum("bk,bk,bk->k", a, b, weight)
+
+
+def _safe_div(num: np.ndarray, den: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """num / den where den > 0 (else 0), and that mask."""
+    ok = den > 0
+    return np.where(ok, num, 0) / np.where(ok, den, 1), ok
+
+
+def _block_min_max(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-block min and max as float64."""
+    return x.min(axis=0).astype(np.float64), x.max(axis=0).astype(np.float64)
+
+
+def _safe_reciprocal(s: np.ndarray) -> np.ndarray:
+    """1 / s as float32, 0 where |s| is below TINY_SCALE (all-zero blocks)."""
+    s = np.asarray(s, dtype=np.float64)
+    out = np.zeros_like(s)
+    np.divide(1.0, s, out=out, where=np.abs(s) >= TINY_SCALE)
+    return out.astype(np.float32)
+
+
+# ----------------------------------------------------------------------------------- symmetric
+
+
+def _rtn_symmetric_scale(x: np.ndarray, bits: int) -> np.ndarray:
+    """llama.cpp Q4_0 style: the signed largest-magnitude element maps to code 0, i.e. to
+    -2**(bits-1) times the scale, so the whole range -2**(bits-1) .. 2**(bits-1)-1 is used; the
+    scale is negative when that element is positive. float64 [blocks]."""
+    lo, hi = _block_min_max(x)
+    m = np.where(-lo > hi, lo, hi)
+    s = m / -(1 << (bits - 1))
+    s[np.abs(s) < TINY_SCALE] = 0.0
+    return s
+
+
+def search_symmetric(x: np.ndarray, bits: int, weight: np.ndarray | None = None):
+    """Grid search of the scale around amax / 2**(bits-1) (llama.cpp make_qx_quants): each
+    candidate's codes get a weighted least-squares scale and the least weighted squared error
+    wins; then the codes are re-rounded, the scale refit and the codes re-rounded once more.
+    Candidate 0 is rtn and every step can only lower the error; a final guard keeps rtn in any
+    block where float32 rounding made that untrue, so the result is never worse than rtn."""
+    half = 1 << (bits - 1)
+    lo_code, hi_code = -half, half - 1
+    s0 = _rtn_symmetric_scale(x, bits)
+    xn = x * _safe_reciprocal(s0)  # the largest element -> -half
+    fit = _LeastSquares(xn, weight, bits)
+    t = np.empty_like(xn)
+
+    def codes(f, out):
+        np.rint(xn if f is None else np.multiply(xn, f, out=out), out=out)
+        return np.clip(out, lo_code, hi_code, out=out)
+
+    q0 = codes(None, np.empty_like(xn))  # rtn
+    rtn_err = fit.actual_error(q0, 1.0, t)
+    best_a, best_err = fit.candidate(q0, np.float32(1), t)
+    q = np.empty_like(xn)
+    for delta in DELTAS:
+        f = np.float32((half + delta) / half)
+        a, err = fit.candidate(codes(f, q), f, t)
+        better = err < best_err
+        best_err = np.where(better, err, best_err)
+        best_a = np.where(better, a, best_a)
+    for final in (False, True):
+        codes(_safe_reciprocal(best_a), q)
+        if final:
+            break
+        best_a = fit.refit(q, best_a)
+    best_a = _keep_rtn_where_worse(fit, q, best_a, q0, rtn_err, t)[0]
+    q += half
+    return q.astype(np.uint8), (best_a * s0).astype(np.float32), None
+
+
+# ---------------------------------------------------------------------------------- asymmetric
+
+
+def _rtn_asymmetric_params(x: np.ndarray, bits: int):
+    """Range [min(lo, 0), max(hi, 0)] in 2**bits - 1 steps with an integer zero point (so that
+    0 is exact). Returns float64 scale, zero point and range minimum, each [blocks]."""
+    qmax = (1 << bits) - 1
+    lo, hi = _block_min_max(x)
+    lo = np.minimum(lo, 0.0)
+    hi = np.maximum(hi, 0.0)
+    s = (hi - lo) / qmax
+    s[s < TINY_SCALE] = 0.0
+    z = np.clip(np.rint(-lo * _safe_reciprocal(s)), 0, qmax)
+    return s, z, lo
+
+
+def search_asymmetric(x: np.ndarray, bits: int, weight: np.ndarray | None = None):
+    """make_qkx2_quants-style search with an integer zero point: for each candidate inverse
+    scale the zero point and the codes are rounded, the scale is refit by weighted least
+    squares on those codes and the least weighted squared error wins; then re-round, refit the
+    scale (zero point kept) and re-round. Candidate 0 is rtn, every step can only lower the
+    error, and a final guard keeps rtn wherever float32 rounding made that untrue. (Refitting
+    the zero point by least squares as well was measured to gain nothing once it has to be
+    rounded to an integer again.)
+
+    The codes are handled relative to the zero point, u = code - z = clip(rint(x*f), -z, qmax-z):
+    the fit then needs no per-block code sums, one pass fewer per candidate."""
+    qmax = (1 << bits) - 1
+    s0, z0, lo = _rtn_asymmetric_params(x, bits)
+    inv0 = _safe_reciprocal(s0)
+    xn = x * inv0  # range width qmax
+    lo_n = lo * inv0  # in [-qmax, 0]
+    fit = _LeastSquares(xn, weight, bits)
+    t = np.empty_like(xn)
+
+    def codes(f, z, out):
+        np.rint(xn if f is None else np.multiply(xn, f, out=out), out=out)
+        np.maximum(out, -z, out=out)  # with array bounds, maximum/minimum are much faster than clip
+        return np.minimum(out, qmax - z, out=out)
+
+    z0 = z0.astype(np.float32)
+    u0 = codes(None, z0, np.empty_like(xn))  # rtn
+    rtn_err = fit.actual_error(u0, 1.0, t)
+    best_a, best_err = fit.candidate(u0, np.float32(1), t)
+    best_z = z0
+    u = np.empty_like(xn)
+    for delta in DELTAS:
+        f = np.float32((qmax + delta) / qmax)
+        zc = np.clip(np.rint(-lo_n * f), 0, qmax).astype(np.float32)
+        a, err = fit.candidate(codes(f, zc, u), f, t)
+        better = err < best_err
+        best_err = np.where(better, err, best_err)
+        best_a = np.where(better, a, best_a)
+        best_z = np.where(better, zc, best_z)
+    for final in (False, True):
+        codes(_safe_reciprocal(best_a), best_z, u)
+        if final:
+            break
+        best_a = fit.refit(u, best_a)
+    best_a, worse = _keep_rtn_where_worse(fit, u, best_a, u0, rtn_err, t)
+    best_z = np.where(worse, z0, best_z)
+    u += best_z
+    return u.astype(np.uint8), (best_a * s0).astype(np.float32), best_z.astype(np.uint8)
+
+
+class _LeastSquares:
+    """Weighted least-squares scale fits of codes u to the normalised block values xn (x / s0):
+    a minimises sum w (xn - a u)^2. At 4 bits a candidate's error is sum(w xn^2) - a sum(w xn u);
+    at 8 bits that difference cancels catastrophically in float32, so it is computed from the
+    rounding residual e = xn*f - u (|e| <= 1/2) instead, at two more passes per candidate."""
+
+    def __init__(self, xn: np.ndarray, weight: np.ndarray | None, bits: int):
+        self.xn, self.weight = xn, weight
+        self.xw = xn if weight is None else xn * weight
+        self.residual_form = bits > 4
+        self.sxx = None if self.residual_form else _dot(xn, self.xw, None)
+
+    def candidate(self, u: np.ndarray, f: np.float32, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(scale, error) per block for codes u = rint(xn * f) (clipped); blocks whose codes are
+        all zero get scale 1/f and error +inf, so that they never win. Uses t as scratch."""
+        suu = _dot(u, u, self.weight)
+        if self.residual_form:
+            np.multiply(self.xn, f, out=t)
+            t -= u
+            seu = _dot(t, u, self.weight)
+            ratio, ok = _safe_div(seu, suu)
+            err = (_dot(t, t, self.weight) - ratio * seu) / (f * f)
+            a = (1 + ratio) / f
+        else:
+            sxu = _dot(self.xw, u, None)
+            a, ok = _safe_div(sxu, suu)
+            err = self.sxx - a * sxu
+            a = np.where(ok, a, np.float32(1) / f)
+        return a, np.where(ok, err, np.float32(np.inf))
+
+    def refit(self, u: np.ndarray, a: np.ndarray) -> np.ndarray:
+        new, ok = _safe_div(_dot(self.xw, u, None), _dot(u, u, self.weight))
+        return np.where(ok, new, a)
+
+    def actual_error(self, u: np.ndarray, a, t: np.ndarray) -> np.ndarray:
+        """sum w (xn - a u)^2 per block, computed directly (no cancellation)."""
+        np.multiply(u, a, out=t)
+        np.subtract(self.xn, t, out=t)
+        return _dot(t, t, self.weight)
+
+
+def _keep_rtn_where_worse(fit: _LeastSquares, u: np.ndarray, a: np.ndarray, u0: np.ndarray,
+                          rtn_err: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The candidate errors can lose their last digits to float32 rounding where a block is
+    nearly constant, so compare the result's actual error with rtn's and keep rtn (codes u0,
+    scale 1) where the search came out worse. Updates u in place; returns (a, worse)."""
+    worse = fit.actual_error(u, a, t) > rtn_err
+    if worse.any():
+        np.copyto(u, u0, where=worse)
+        a = np.where(worse, np.float32(1), a)
+    return a, worse
