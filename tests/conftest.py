@@ -12,7 +12,7 @@ from hypothesis import settings
 
 
 from qwen_edge.checkpoint.tiny import (TINY_QWEN2, TINY_QWEN2_MOE, TINY_QWEN3, TINY_QWEN3_MOE, TINY_QWEN35,
-                                       TINY_QWEN35_MOE, TINY_QWEN25_VL, TINY_QWEN3_VL,
+                                       TINY_QWEN35_MOE, TINY_QWEN25_VL, TINY_QWEN3_NEXT, TINY_QWEN3_VL,
                                        write_tokenizer_files)
 
 REPO = Path(__file__).resolve().parent.parent
@@ -36,6 +36,7 @@ TINY_CONFIGS = {
     "Qwen3_5ForConditionalGeneration": TINY_QWEN35,  # the same text model, multimodal layout
     "Qwen3_5MoeForCausalLM": TINY_QWEN35_MOE,
     "Qwen3_5MoeForConditionalGeneration": TINY_QWEN35_MOE,
+    "Qwen3NextForCausalLM": TINY_QWEN3_NEXT,
     "Qwen2_5_VLForConditionalGeneration": TINY_QWEN25_VL,
     "Qwen3VLForConditionalGeneration": TINY_QWEN3_VL,
 }
@@ -62,7 +63,8 @@ def randomize(model, seed: int, zero_centred_norms: bool = False) -> None:
 
 
 def make_hf_checkpoint(directory: Path, config: dict, *, seed: int = 0, dtype: str = "float32",
-                       max_shard_size: str | None = None, **tokenizer_options) -> Path:
+                       max_shard_size: str | None = None, zero_centred_norms: bool = False,
+                       **tokenizer_options) -> Path:
     """A tiny random checkpoint saved by transformers itself, with randomised biases and norms
     (tokenizer_options: write_tokenizer_files' chat_template and added_tokens)."""
     import torch
@@ -80,7 +82,7 @@ def make_hf_checkpoint(directory: Path, config: dict, *, seed: int = 0, dtype: s
     model_cls = getattr(transformers, arch)
     torch.manual_seed(seed)
     model = model_cls(config_cls(**cfg)).eval()
-    randomize(model, seed)
+    randomize(model, seed, zero_centred_norms=zero_centred_norms)
     model = model.to(getattr(torch, dtype))
     kwargs = {"max_shard_size": max_shard_size} if max_shard_size else {}
     model.save_pretrained(directory, safe_serialization=True, **kwargs)
@@ -167,6 +169,12 @@ def qwen2_moe_ckpt(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def qwen3_next_ckpt(tmp_path_factory) -> Path:
+    return make_hf_checkpoint(tmp_path_factory.mktemp("qwen3_next") / "ckpt", TINY_QWEN3_NEXT, seed=21,
+                              zero_centred_norms=True)
+
+
+@pytest.fixture(scope="session")
 def qwen35_ckpts(tmp_path_factory):
     """Tiny Qwen3.5 checkpoints by (dense|moe, causal|multimodal, tied|untied), made on first use."""
     made: dict[tuple[str, str, str], Path] = {}
@@ -184,17 +192,18 @@ def qwen35_ckpts(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def bundles(tmp_path_factory, qwen2_ckpt, qwen3_ckpt, qwen35_ckpts):
+def bundles(tmp_path_factory, request, qwen2_ckpt, qwen3_ckpt, qwen35_ckpts):
     """Lazily built bundles keyed by (architecture, precision name); "qwen35" is the published
     (multimodal, tied) dense layout, "qwen35_causal" Qwen3_5ForCausalLM as transformers saves it (no
-    mrope_section) and "qwen35_moe" Qwen3_5MoeForCausalLM."""
+    mrope_section), "qwen35_moe" Qwen3_5MoeForCausalLM and "qwen3_next" Qwen3NextForCausalLM."""
     from qwen_edge.build import BuildRequest, build
     from qwen_edge.precision import Precision
 
     made: dict[tuple[str, str], Path] = {}
     ckpts = {"qwen2": lambda: qwen2_ckpt, "qwen3": lambda: qwen3_ckpt,
              "qwen35": lambda: qwen35_ckpts("dense", "multimodal", "tied"),
-             "qwen35_causal": lambda: qwen35_ckpts("dense"), "qwen35_moe": lambda: qwen35_ckpts("moe")}
+             "qwen35_causal": lambda: qwen35_ckpts("dense"), "qwen35_moe": lambda: qwen35_ckpts("moe"),
+             "qwen3_next": lambda: request.getfixturevalue("qwen3_next_ckpt")}
 
     def get(arch: str, precision: str) -> Path:
         key = (arch, precision)

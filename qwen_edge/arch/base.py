@@ -306,6 +306,10 @@ class ArchAdapter:
             out |= {names[role]: layer[role] for role in names}
         return out
 
+    def prepare_checkpoint(self, checkpoint, spec: ArchSpec) -> None:
+        """Fit the checkpoint to the tensor table before anything reads it (the fused projections of
+        Qwen3-Next become row views); nothing to do for most architectures."""
+
     def check_tensors(self, checkpoint, spec: ArchSpec) -> None:
         """Refuse, from the headers alone and before anything is built, a checkpoint that lacks a
         tensor the config implies or holds one of another shape."""

@@ -133,6 +133,7 @@ def _build(ckpt, request: BuildRequest, target, builder: BuilderInfo, options, p
     spec = adapter.spec(ckpt.config, ckpt.architecture)
     request = replace(request, precision=request.precision.resolved(adapter.SYMMETRIC_INT))
     check_builder_can_build(target, builder, spec)
+    adapter.prepare_checkpoint(ckpt, spec)
     adapter.check_tensors(ckpt, spec)
     stages = None
     if builder.graph is not None:

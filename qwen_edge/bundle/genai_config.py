@@ -62,9 +62,10 @@ def search_section(generation, context_length: int, share_buffer: bool) -> dict[
 
 # onnxruntime-genai picks its model class by type and knows no MoE variants; our MoE graphs have the
 # dense decoder's IO, so they run as the dense type.
-# Qwen3.5 in every layout is its builder's `qwen3_5_text` (the decoder of the text model).
+# Qwen3.5 in every layout is its builder's `qwen3_5_text` (the decoder of the text model), and so is
+# Qwen3-Next, whose graph is Qwen3.5-MoE's.
 GENAI_MODEL_TYPES = {"qwen3_moe": "qwen3", "qwen2_moe": "qwen2", "qwen3_5": "qwen3_5_text",
-                     "qwen3_5_moe": "qwen3_5_text", "qwen3_5_moe_text": "qwen3_5_text"}
+                     "qwen3_5_moe": "qwen3_5_text", "qwen3_5_moe_text": "qwen3_5_text", "qwen3_next": "qwen3_5_text"}
 
 
 # onnxruntime-genai 0.18's top-level `speculative` block (its GeneratorParams speculative options: ngram_size,

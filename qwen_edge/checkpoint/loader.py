@@ -231,6 +231,7 @@ class Checkpoint:
         self._where: dict[str, str] = {}
         self._files: dict[str, Path] = {}
         self._consumed: set[str] = set()
+        self._views: dict[str, tuple[str, np.ndarray]] = {}
         self._indices_read: dict[str, set[int]] = {}
 
     # ----------------------------------------------------------------------------- opening
@@ -370,10 +371,27 @@ class Checkpoint:
         return sorted(self._where)
 
     def has(self, name: str) -> bool:
-        return name in self._where
+        return name in self._where or name in self._views
 
     def tensor_info(self, name: str) -> TensorInfo:
+        if name in self._views:
+            source, rows = self._views[name]
+            info = self.tensor_info(source)
+            return TensorInfo(name, info.dtype, (len(rows), *info.shape[1:]), info.start, info.end)
         return self._shard_of(name).info(name)
+
+    def add_row_views(self, views: dict[str, tuple[str, np.ndarray]]) -> None:
+        """Make each `name: (source, rows)` read as `source[rows]`: an architecture's fused projection
+        presented as the separate ones the graphs are built from. Views are not in tensor_names();
+        reading one consumes its source."""
+        for name, (source, rows) in views.items():
+            shape = self.tensor_info(source).shape
+            rows = np.asarray(rows, dtype=np.int64)
+            if name in self._where or not shape or rows.ndim != 1 or \
+                    (rows.size and not 0 <= rows.min() <= rows.max() < shape[0]):
+                raise CheckpointError(
+                    f"{_clean(self.path.name)}: cannot view rows of {_short(source)} as {_short(name)}")
+            self._views[name] = (source, rows)
 
     def shard_of(self, name: str) -> str:
         """The file name of the shard holding `name`."""
@@ -382,6 +400,9 @@ class Checkpoint:
 
     def read(self, name: str, *, dtype: Any = np.float32) -> np.ndarray:
         """Read one tensor (see `SafetensorsFile.read`) and mark it consumed."""
+        if name in self._views:
+            source, rows = self._views[name]
+            return np.ascontiguousarray(self.read(source, dtype=dtype)[rows])
         out = self._shard_of(name).read(name, dtype=dtype)
         self._consumed.add(name)
         return out

@@ -150,6 +150,21 @@ TINY_QWEN35_MOE: dict[str, Any] = {
 }
 
 
+# Qwen3-Next: TINY_QWEN35's layers with the fused linear-attention projections, MoE with a shared
+# expert, and layer 1 kept dense (mlp_only_layers) as the config allows.
+TINY_QWEN3_NEXT: dict[str, Any] = {
+    **{k: v for k, v in TINY_QWEN35.items()},
+    "architectures": ["Qwen3NextForCausalLM"],
+    "model_type": "qwen3_next",
+    "moe_intermediate_size": 32,
+    "shared_expert_intermediate_size": 48,
+    "num_experts": 4,
+    "num_experts_per_tok": 2,
+    "norm_topk_prob": True,
+    "decoder_sparse_step": 1,
+    "mlp_only_layers": [1],
+}
+
 # Qwen3's added tokens that are not special (decode keeps them): reasoning and tool-call tags.
 REASONING_TOKENS = ("<think>", "</think>", "<tool_call>", "</tool_call>")
 

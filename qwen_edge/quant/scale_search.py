@@ -38,12 +38,6 @@ TINY_SCALE = 1e-37
 DELTAS = (-0.8, 0.8)
 
 
-def _safe_div(num: np.ndarray, den: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """num / den where den > 0 (else 0), and that mask."""
-    ok = den > 0
-    return np.where(ok, num, 0) / np.where(ok, den, 1), ok
-
-
 def _block_min_max(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-block min and max as float64."""
     return x.min(axis=0).astype(np.float64), x.max(axis=0).astype(np.float64)
@@ -95,7 +89,7 @@ def search_symmetric(x: np.ndarray, bits: int, weight: np.ndarray | None = None)
     from .search_kernels import search_symmetric as kernel
 
     codes = np.empty(x.shape, np.uint8)
-    scales = kernel(np.ascontiguousarray(x, np.float32), weight, bits, np.array(DELTAS), codes)
+    scales = kernel(np.ascontiguousarray(x, np.float32), weight, bits, np.array(DELTAS), TINY_SCALE, codes)
     return codes, scales, None
 
 
@@ -136,7 +130,8 @@ def search_asymmetric(x: np.ndarray, bits: int, weight: np.ndarray | None = None
     from .search_kernels import search_asymmetric as kernel
 
     codes = np.empty(x.shape, np.uint8)
-    scales, zero_points = kernel(np.ascontiguousarray(x, np.float32), weight, bits, np.array(DELTAS), codes)
+    scales, zero_points = kernel(np.ascontiguousarray(x, np.float32), weight, bits, np.array(DELTAS), TINY_SCALE,
+                                 codes)
     return codes, scales, zero_points
 
 

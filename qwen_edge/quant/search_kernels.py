@@ -23,8 +23,6 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from .scale_search import TINY_SCALE
-
 F32 = np.float32
 ONE = np.float32(1.0)
 
@@ -33,10 +31,10 @@ _jit = numba.njit(cache=True, nogil=True, boundscheck=False, error_model="numpy"
 
 
 @_jit
-def reciprocal(s):
-    """1 / s computed in float64 and rounded to float32; 0 where |s| < TINY_SCALE."""
+def reciprocal(s, tiny):
+    """1 / s computed in float64 and rounded to float32; 0 where |s| < tiny."""
     s64 = np.float64(s)
-    if abs(s64) < TINY_SCALE:
+    if abs(s64) < tiny:
         return F32(0.0)
     return F32(1.0 / s64)
 
@@ -164,7 +162,7 @@ def candidate(x, inv0, w, sxx, residual, f, lo, hi):
 
 
 @_jit
-def refine(x, inv0, w, a, lo, hi, rtn_err):
+def refine(x, inv0, w, a, lo, hi, rtn_err, tiny):
     """Re-round at the winning scales, refit them, re-round: (inverse scale, scale, worse) of the
     final codes. The candidate errors can lose their last digits to float32 rounding where a block
     is nearly constant, so where the result's actual error exceeds rtn's, rtn is kept: inverse
@@ -172,13 +170,13 @@ def refine(x, inv0, w, a, lo, hi, rtn_err):
     nb = a.shape[0]
     f = np.empty(nb, F32)
     for k in range(nb):
-        f[k] = reciprocal(a[k])
+        f[k] = reciprocal(a[k], tiny)
     suu, sxu = fit_pass(x, inv0, w, f, lo, hi)
     a = a.copy()
     for k in range(nb):
         if suu[k] > 0:
             a[k] = sxu[k] / suu[k]
-        f[k] = reciprocal(a[k])
+        f[k] = reciprocal(a[k], tiny)
     err = error_pass(x, inv0, w, f, a, lo, hi)
     worse = err > rtn_err
     for k in range(nb):
@@ -189,8 +187,9 @@ def refine(x, inv0, w, a, lo, hi, rtn_err):
 
 
 @_jit
-def search_symmetric(x, w, bits, deltas, codes):
-    """Fills codes (uint8 like x); returns the scales (float32 [blocks])."""
+def search_symmetric(x, w, bits, deltas, tiny, codes):
+    """Fills codes (uint8 like x); returns the scales (float32 [blocks]). Blocks whose rtn scale is
+    below `tiny` (scale_search.TINY_SCALE) are stored as zeros."""
     bs, nb = x.shape
     half = 1 << (bits - 1)
     mn, mx = min_max(x)
@@ -199,8 +198,8 @@ def search_symmetric(x, w, bits, deltas, codes):
     for k in range(nb):
         lo, hi = np.float64(mn[k]), np.float64(mx[k])
         s = (lo if -lo > hi else hi) / -half  # the largest magnitude -> code 0 (-half)
-        s0[k] = s if abs(s) >= TINY_SCALE else 0.0
-        inv0[k] = reciprocal(s0[k])
+        s0[k] = s if abs(s) >= tiny else 0.0
+        inv0[k] = reciprocal(s0[k], tiny)
     lo = np.full(nb, F32(-half))
     hi = np.full(nb, F32(half - 1))
     ones = np.ones(nb, F32)
@@ -214,7 +213,7 @@ def search_symmetric(x, w, bits, deltas, codes):
             if err[k] < best_err[k]:
                 best_err[k] = err[k]
                 best_a[k] = a[k]
-    f, a, _ = refine(x, inv0, w, best_a, lo, hi, rtn_err)
+    f, a, _ = refine(x, inv0, w, best_a, lo, hi, rtn_err, tiny)
     codes_pass(x, inv0, f, lo, hi, np.full(nb, F32(half)), codes)
     scales = np.empty(nb, F32)
     for k in range(nb):
@@ -223,7 +222,7 @@ def search_symmetric(x, w, bits, deltas, codes):
 
 
 @_jit
-def search_asymmetric(x, w, bits, deltas, codes):
+def search_asymmetric(x, w, bits, deltas, tiny, codes):
     """Fills codes (uint8 like x); returns the scales (float32) and zero points (uint8), [blocks]."""
     bs, nb = x.shape
     qmax = (1 << bits) - 1
@@ -235,8 +234,8 @@ def search_asymmetric(x, w, bits, deltas, codes):
     for k in range(nb):
         lo, hi = min(np.float64(mn[k]), 0.0), max(np.float64(mx[k]), 0.0)
         s = (hi - lo) / qmax
-        s0[k] = s if s >= TINY_SCALE else 0.0
-        inv0[k] = reciprocal(s0[k])
+        s0[k] = s if s >= tiny else 0.0
+        inv0[k] = reciprocal(s0[k], tiny)
         z0[k] = F32(min(max(np.rint(-lo * inv0[k]), 0.0), qmax))
         lo_n[k] = lo * inv0[k]
     fq = F32(qmax)
@@ -258,7 +257,7 @@ def search_asymmetric(x, w, bits, deltas, codes):
                 best_err[k] = err[k]
                 best_a[k] = a[k]
                 best_z[k] = zc[k]
-    f, a, worse = refine(x, inv0, w, best_a, -best_z, fq - best_z, rtn_err)
+    f, a, worse = refine(x, inv0, w, best_a, -best_z, fq - best_z, rtn_err, tiny)
     for k in range(nb):
         if worse[k]:
             best_z[k] = z0[k]

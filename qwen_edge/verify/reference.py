@@ -29,6 +29,7 @@ class NumpyReference:
         if hasattr(self.adapter, "use_layout"):  # vision-language checkpoints name their tensors two ways
             self.adapter.use_layout(self.ckpt.has)
         self.spec = self.adapter.spec(self.ckpt.config, self.ckpt.architecture)
+        self.adapter.prepare_checkpoint(self.ckpt, self.spec)
         self._w: dict[str, np.ndarray] = {}
 
     def _t(self, name: str) -> np.ndarray:

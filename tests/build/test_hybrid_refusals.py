@@ -1,4 +1,4 @@
-"""Malformed Qwen3.5 checkpoints (the hybrid cases of the malformed-checkpoint corpus): each is refused
+"""Malformed Qwen3.5 and Qwen3-Next checkpoints (the hybrid cases of the malformed-checkpoint corpus): each is refused
 before the graph builder writes a byte, in one line naming the config key or tensor, exit code 3."""
 
 from __future__ import annotations
@@ -16,8 +16,11 @@ from qwen_edge.cli import main
 MM = "model.language_model."
 
 
-def _copy(qwen35_ckpts, root: Path, kind: str, layout: str) -> Path:
-    shutil.copytree(qwen35_ckpts(kind, layout), root)
+def _copy(request, root: Path, kind: str, layout: str) -> Path:
+    """A copy of a tiny Qwen3.5 (`kind` dense or moe) or Qwen3-Next (`kind` next) checkpoint."""
+    source = request.getfixturevalue("qwen3_next_ckpt") if kind == "next" else \
+        request.getfixturevalue("qwen35_ckpts")(kind, layout)
+    shutil.copytree(source, root)
     return root
 
 
@@ -79,15 +82,21 @@ CASES = [
     ("expert-count-disagrees-with-router", "moe", "multimodal",
      lambda r: _text_config(r, lambda c: c.update(num_experts=c["num_experts"] + 1)),
      [f"'{MM}layers.0.mlp.gate.weight'", "config.json implies [5, 64]"]),
+    ("qwen3-next-fused-ba-shape", "next", "causal",
+     lambda r: _tensors(r, _replace("model.layers.0.linear_attn.in_proj_ba.weight", lambda w: w[:-2])),
+     ["'model.layers.0.linear_attn.in_proj_ba.weight'", "has shape [6, 64], config.json implies [8, 64]"]),
+    ("qwen3-next-fused-qkvz-missing", "next", "causal",
+     lambda r: _tensors(r, lambda t: t.pop("model.layers.3.linear_attn.in_proj_qkvz.weight")),
+     ["'model.layers.3.linear_attn.in_proj_qkvz.weight' is missing"]),
 ]
 
 
 @pytest.mark.parametrize("kind,layout,edit,culprits", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_malformed_qwen35_is_refused_before_the_graph_is_built(kind, layout, edit, culprits, qwen35_ckpts, tmp_path,
+def test_malformed_qwen35_is_refused_before_the_graph_is_built(kind, layout, edit, culprits, request, tmp_path,
                                                                capsys, monkeypatch):
     import qwen_edge.build.decoder_stages as stages
 
-    root = _copy(qwen35_ckpts, tmp_path / "ckpt", kind, layout)
+    root = _copy(request, tmp_path / "ckpt", kind, layout)
     edit(root)
     capsys.readouterr()  # making the checkpoint printed transformers' progress
 

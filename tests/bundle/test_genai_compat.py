@@ -35,7 +35,7 @@ def assert_same_greedy(gen, bundle, prompt, new_tokens: int) -> None:
         assert result.stats.finish_reason == "length" and theirs == result.token_ids
 
 
-@pytest.mark.parametrize("arch", ["qwen2", "qwen3", "qwen35", "qwen35_causal", "qwen35_moe"])
+@pytest.mark.parametrize("arch", ["qwen2", "qwen3", "qwen35", "qwen35_causal", "qwen35_moe", "qwen3_next"])
 def test_int4_bundle_runs_in_onnxruntime_genai_with_same_greedy_tokens(arch, bundles):
     from qwen_edge.runtime import load
 

@@ -93,6 +93,24 @@ def test_single_file_checkpoint(ckpt_dir):
             ckpt.read("lm_head.weight")
 
 
+def test_row_views_read_rows_of_their_source_and_consume_it(ckpt_dir):
+    up = "model.layers.0.mlp.up_proj.weight"
+    w = weights()[up]
+    rows = np.array([15, 0, 3, 3])
+    with Checkpoint.open(ckpt_dir) as ckpt:
+        ckpt.add_row_views({"view.weight": (up, rows)})
+        assert ckpt.has("view.weight") and "view.weight" not in ckpt.tensor_names()
+        assert ckpt.tensor_info("view.weight").shape == (4, 8)
+        np.testing.assert_array_equal(ckpt.read("view.weight"), w[rows])
+        assert up not in ckpt.unconsumed()
+        for bad in ({"view2": (up, np.array([16]))}, {"view2": (up, np.array([-1]))},
+                    {"model.norm.weight": (up, np.array([0]))}, {"view2": (up, np.zeros((2, 2), int))}):
+            with pytest.raises(CheckpointError, match="cannot view rows of"):
+                ckpt.add_row_views(bad)
+        with pytest.raises(CheckpointError, match="no tensor named 'absent'"):
+            ckpt.add_row_views({"view3": ("absent", np.array([0]))})
+
+
 @pytest.mark.parametrize("shards", [2, 3])
 def test_sharded_checkpoint(tmp_path, shards):
     w = weights(1)

@@ -15,6 +15,7 @@ FIXTURES = {"Qwen2ForCausalLM": "qwen2_ckpt", "Qwen3ForCausalLM": "qwen3_ckpt",
             "Qwen2MoeForCausalLM": "qwen2_moe_ckpt", "Qwen3MoeForCausalLM": "qwen3_moe_ckpt",
             "Qwen3_5ForCausalLM": ("dense", "causal"), "Qwen3_5ForConditionalGeneration": ("dense", "multimodal"),
             "Qwen3_5MoeForCausalLM": ("moe", "causal"), "Qwen3_5MoeForConditionalGeneration": ("moe", "multimodal"),
+            "Qwen3NextForCausalLM": "qwen3_next_ckpt",
             "Qwen2_5_VLForConditionalGeneration": "qwen25vl_ckpt", "Qwen3VLForConditionalGeneration": "qwen3vl_ckpt"}  # text-only prompt: M-RoPE rows all equal
 
 
