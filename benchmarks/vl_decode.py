@@ -9,8 +9,10 @@ two decoders get the same inputs: one 448x448 image (256 image tokens) encoded o
 our embedding.onnx for every token, M-RoPE positions from `rope_positions`. Contenders, interleaved
 round by round (the order rotating):
 
-- `qwen_edge int4 decoder` and `genai int4 decoder`: the plain IO-binding loop of ort_decode.py (one
-  fixed-capacity KV buffer bound as past and present, greedy argmax), same session options;
+- `qwen_edge int4 decoder` (our default int4: asymmetric), `qwen_edge int4 sym decoder` (`--symmetric`,
+  the format genai's builder writes) and `genai int4 decoder`: the plain IO-binding loop of
+  ort_decode.py (one fixed-capacity KV buffer bound as past and present, greedy argmax), same session
+  options;
 - `qwen_edge runtime`: our runtime's own Generation over the same prompt (image features precomputed),
   greedy, all stop ids off: what an app gets.
 
@@ -19,8 +21,11 @@ apart. Random weights: the tokens are meaningless, the work per token is the rea
 
     python benchmarks/vl_decode.py --prepare     # checkpoint + both builds, untimed
     flock /work/bench.lock nice -n 5 python benchmarks/vl_decode.py [--rounds 4] [--new-tokens 32]
+    flock /work/bench.lock nice -n 5 python benchmarks/vl_decode.py --genai-runtime [--rounds 2]
 
-Writes benchmarks/results/vl_decode-qwen2.5-vl-3b-shape.json.
+Writes benchmarks/results/vl_decode-qwen2.5-vl-3b-shape.json. `--genai-runtime` times onnxruntime-genai's
+own runtime instead (image prompt through its processor and vision graph): on our bundle, and on the same
+folder with genai's decoder in place of ours (-genai-runtime.json).
 """
 
 from __future__ import annotations
@@ -99,24 +104,73 @@ class Embedder:
                                                              "image_features": self.no_features})[0]
 
 
-def prepare(work: Path, threads: int) -> tuple[Path, Path, Path]:
-    """The checkpoint, our int4 bundle and genai's int4 text decoder (each made once)."""
+def prepare(work: Path) -> tuple[Path, Path, Path, Path]:
+    """The checkpoint, our int4 bundles (default: asymmetric; --symmetric: the format genai's builder
+    writes) and genai's int4 text decoder (each made once)."""
     import make_checkpoint
 
-    ckpt, ours, genai = work / "ckpt", work / "ours-int4", work / "genai-int4"
+    ckpt, ours, sym, genai = work / "ckpt", work / "ours-int4", work / "ours-int4-sym", work / "genai-int4"
     if not (ckpt / "model.safetensors").is_file():
         ckpt.mkdir(parents=True, exist_ok=True)
         make_checkpoint.qwen25_vl(ckpt, 0, Path("unused"))
-    if not (ours / "manifest.json").is_file():
-        subprocess.run([sys.executable, "-m", "qwen_edge.cli", "build", str(ckpt), "--precision", "int4",
-                        "-o", str(ours)], check=True, cwd=ROOT)
+    for out, extra in ((ours, []), (sym, ["--symmetric"])):
+        if not (out / "manifest.json").is_file():
+            subprocess.run([sys.executable, "-m", "qwen_edge.cli", "build", str(ckpt), "--precision", "int4",
+                            *extra, "-o", str(out)], check=True, cwd=ROOT)
     if not (genai / "genai_config.json").is_file():
         shutil.rmtree(genai, ignore_errors=True)
         subprocess.run([PEERS_PYTHON, "-m", "onnxruntime_genai.models.builder", "-i", str(ckpt), "-o", str(genai),
                         "-p", "int4", "-e", "cpu", "-c", str(work / "genai-cache"),
                         "--extra_options", "exclude_embeds=true"], check=True, cwd=ROOT)
         shutil.rmtree(work / "genai-cache", ignore_errors=True)
-    return ckpt, ours, genai
+    return ckpt, ours, sym, genai
+
+
+def genai_recipe_dir(ours: Path, genai: Path, out: Path) -> Path:
+    """What genai's recipe would ship, with our vision and embedding graphs standing in for its torch
+    exports: our bundle's files and genai_config.json, genai's decoder as model.onnx (symlinks)."""
+    out.mkdir(parents=True, exist_ok=True)
+    links = {p.name: p for p in ours.iterdir() if p.name.startswith(("vision.onnx", "embedding.onnx", "tokenizer"))
+             or p.name in ("processor_config.json", "chat_template.jinja")}
+    links |= {p.name: p for p in genai.iterdir() if p.name.startswith("model.onnx")}
+    for name, target in links.items():
+        if not (out / name).is_symlink():
+            (out / name).symlink_to(target.resolve())
+    config = json.loads((ours / "genai_config.json").read_text())
+    if config["model"]["decoder"]["filename"] != "model.onnx":
+        raise SystemExit(f"vl_decode: {ours}'s decoder is not model.onnx")
+    (out / "genai_config.json").write_text(json.dumps(config, indent=2) + "\n")
+    return out
+
+
+def genai_runtime(args, ours: Path, genai: Path, work: Path) -> int:
+    """onnxruntime-genai's runtime on our bundle and on its own decoder with our vision/embedding, one
+    child each (peers/genai_vl_rt.py), an image prompt of the same shape as the plain loop's."""
+    from PIL import Image
+
+    png = work / "image-448.png"
+    Image.fromarray(np.random.default_rng(args.seed).integers(0, 256, (448, 448, 3), dtype=np.uint8)).save(png)
+    dirs = {"genai runtime, qwen_edge bundle": ours,
+            "genai runtime, genai decoder + our vision/embedding": genai_recipe_dir(ours, genai, work / "genai-recipe")}
+    out = {}
+    for label, d in dirs.items():
+        tmp = work / f"genai_vl_rt-{d.name}.json"
+        subprocess.run([PEERS_PYTHON, str(HERE / "peers" / "genai_vl_rt.py"), str(d), "--image", str(png),
+                        "--out", str(tmp), "--threads", str(args.threads), "--runs", str(args.rounds),
+                        "--warmup", "1", "--new-tokens", str(args.new_tokens), "--text-tokens",
+                        str(args.text_tokens), "--seed", str(args.seed)], check=True)
+        out[label] = json.loads(tmp.read_text())
+    result = {"command": " ".join([Path(sys.executable).name] + sys.argv),
+              "compared": "onnxruntime-genai 0.18's runtime (its multimodal processor, vision, embedding, decoder) "
+                          "on one 448x448 image prompt: our bundle as built, and the same folder with genai's "
+                          "builder's text decoder in place of ours; children run one after the other",
+              "machine": ort_decode.machine(), "runs": out}
+    path = HERE / "results" / f"vl_decode-{args.tag}-genai-runtime.json"
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    for label, r in out.items():
+        print(f"{label}: decode {r['decode_tokens_per_s_median']} tok/s, first token {r['ttft_ms_median']} ms")
+    print(f"wrote {path}")
+    return 0
 
 
 def image_prompt(vision, config: dict, rng, text_tokens: int, features: np.ndarray, grids):
@@ -142,12 +196,16 @@ def main() -> int:
     ap.add_argument("--new-tokens", type=int, default=32)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--prepare", action="store_true", help="make the checkpoint and both builds only (untimed)")
+    ap.add_argument("--genai-runtime", action="store_true",
+                    help="time onnxruntime-genai's runtime on both folders instead (peers venv, one child each)")
     ap.add_argument("--tag", default="qwen2.5-vl-3b-shape")
     args = ap.parse_args()
     work = Path(args.work)
-    ckpt, ours_dir, genai_dir = prepare(work, args.threads)
+    ckpt, ours_dir, sym_dir, genai_dir = prepare(work)
     if args.prepare:
         return 0
+    if args.genai_runtime:
+        return genai_runtime(args, ours_dir, genai_dir, work)
     import onnxruntime as ort
 
     from qwen_edge.runtime import Model, RuntimeOptions
@@ -163,6 +221,7 @@ def main() -> int:
     embed = Embedder(vision)
     capacity = args.text_tokens + 2 + features.shape[0] + args.new_tokens
     decoders = {"qwen_edge int4 decoder": EmbedsDecoder(ours_dir, args.threads, capacity),
+                "qwen_edge int4 sym decoder": EmbedsDecoder(sym_dir, args.threads, capacity),
                 "genai int4 decoder": EmbedsDecoder(genai_dir, args.threads, capacity)}
 
     def plain(name):
@@ -202,22 +261,24 @@ def main() -> int:
                    "max": max(x["decode_tokens_per_s"] for x in rows[n]),
                    "prefill_or_first_token_ms_median": statistics.median(x["prefill_or_first_token_ms"]
                                                                           for x in rows[n])} for n in names}
-    ratios = [a["decode_tokens_per_s"] / b["decode_tokens_per_s"]
-              for a, b in zip(rows["qwen_edge int4 decoder"], rows["genai int4 decoder"])]
-    summary["qwen_edge / genai decoder, per round"] = {"median": round(statistics.median(ratios), 3),
-                                                       "min": round(min(ratios), 3), "max": round(max(ratios), 3)}
+    for ours in ("qwen_edge int4 decoder", "qwen_edge int4 sym decoder", "qwen_edge runtime"):
+        ratios = [a["decode_tokens_per_s"] / b["decode_tokens_per_s"]
+                  for a, b in zip(rows[ours], rows["genai int4 decoder"])]
+        summary[f"{ours} / genai int4 decoder, per round"] = {
+            "median": round(statistics.median(ratios), 3), "min": round(min(ratios), 3), "max": round(max(ratios), 3)}
     sizes = {label: sum(p.stat().st_size for p in d.iterdir() if p.suffix in (".onnx", ".data") or
                         p.name.endswith(".onnx.data"))
              for label, d in (("qwen_edge bundle (vision + embedding + decoder)", ours_dir),
-                              ("genai text decoder", genai_dir))}
+                              ("qwen_edge sym bundle", sym_dir), ("genai text decoder", genai_dir))}
     result = {
         "command": " ".join([Path(sys.executable).name] + sys.argv),
         "checkpoint": "random weights, Qwen2.5-VL-3B-Instruct's shape (benchmarks/make_checkpoint.py --shape "
                       "qwen2.5-vl-3b): text 36 layers, hidden 2048, 16/2 heads, MLP 11008, vocab 151936, tied; "
                       "vision depth 32, hidden 1280, out 2048",
-        "compared": "decode after one 448x448 image prompt; both decoders fed the same inputs_embeds (our "
+        "compared": "decode after one 448x448 image prompt; the decoders fed the same inputs_embeds (our "
                     "embedding.onnx) and M-RoPE positions; genai's is its builder's text decoder "
-                    "(-p int4 -e cpu --extra_options exclude_embeds=true), its vision/embedding export not run",
+                    "(-p int4 -e cpu --extra_options exclude_embeds=true), its vision/embedding export not run; "
+                    "ours: the default int4 (asymmetric) and --symmetric (genai's format)",
         "prompt_tokens": int(len(prompts[0].ids)), "image_tokens": int(features.shape[0]),
         "text_tokens": args.text_tokens, "new_tokens": args.new_tokens, "threads": args.threads,
         "rounds": args.rounds, "vision_encode_once_s": round(encode_s, 2),

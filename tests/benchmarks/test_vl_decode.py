@@ -51,3 +51,38 @@ def _vision_ids(model) -> dict:
     tok = json.loads((model.path / "tokenizer.json").read_text())
     ids = {t["content"]: t["id"] for t in tok["added_tokens"]}
     return {"vision_start_token_id": ids["<|vision_start|>"], "vision_end_token_id": ids["<|vision_end|>"]}
+
+
+def test_genai_recipe_folder_runs_in_genai(vl_decode, vl_bundles, tmp_path):
+    """Our vision/embedding with a decoder from another folder (here the same bundle's, standing in for
+    genai's builder's): onnxruntime-genai loads the folder of symlinks and decodes what it decodes on the
+    bundle itself."""
+    og = pytest.importorskip("onnxruntime_genai")
+    Image = pytest.importorskip("PIL.Image")
+    bundle = vl_bundles("int4")
+    decoder_only = tmp_path / "decoder"
+    decoder_only.mkdir()
+    for p in bundle.iterdir():
+        if p.name.startswith("model.onnx"):
+            (decoder_only / p.name).symlink_to(p)
+    folder = vl_decode.genai_recipe_dir(bundle, decoder_only, tmp_path / "recipe")
+    assert (folder / "model.onnx").resolve() == (bundle / "model.onnx").resolve()
+    assert (folder / "vision.onnx").is_symlink() and not (folder / "manifest.json").exists()
+    png = tmp_path / "x.png"
+    Image.fromarray(np.random.default_rng(2).integers(0, 256, (56, 84, 3), dtype=np.uint8)).save(png)
+
+    def greedy(path):
+        model = og.Model(str(path))
+        inputs = model.create_multimodal_processor()("<|vision_start|><|image_pad|><|vision_end|>hi",
+                                                     images=og.Images.open(str(png)))
+        params = og.GeneratorParams(model)
+        params.set_search_options(do_sample=False, max_length=128, min_length=0)
+        gen = og.Generator(model, params)
+        gen.set_inputs(inputs)
+        out = []
+        for _ in range(5):
+            gen.generate_next_token()
+            out.append(int(gen.get_next_tokens()[0]))
+        return out
+
+    assert greedy(folder) == greedy(bundle)
