@@ -279,7 +279,7 @@ def main() -> int:
                     "embedding.onnx) and M-RoPE positions; genai's is its builder's text decoder "
                     "(-p int4 -e cpu --extra_options exclude_embeds=true), its vision/embedding export not run; "
                     "ours: the default int4 (asymmetric) and --symmetric (genai's format)",
-        "prompt_tokens": int(len(prompts[0].ids)), "image_tokens": int(features.shape[0]),
+        "prompt_tokens": len(prompts[0].ids), "image_tokens": int(features.shape[0]),
         "text_tokens": args.text_tokens, "new_tokens": args.new_tokens, "threads": args.threads,
         "rounds": args.rounds, "vision_encode_once_s": round(encode_s, 2),
         "session_options": "intra_op_num_threads=threads, inter_op 1, sequential, ORT_ENABLE_ALL, spinning on "
