@@ -1,5 +1,5 @@
-"""Write a random-weight checkpoint with the exact shape of Qwen2.5-0.5B-Instruct or Qwen3.5-0.8B
-(bf16, one shard).
+"""Write a random-weight checkpoint with the exact shape of Qwen2.5-0.5B-Instruct, Qwen3.5-0.8B or
+Qwen2.5-VL-3B-Instruct (bf16, one shard).
 
 Biases and norm weights are randomised: all-zero biases are dropped by some exporters, which
 changes their graph and flatters their speed. The tokenizer is the trained 30M model's when it is
@@ -9,6 +9,11 @@ published layout (`Qwen3_5ForConditionalGeneration`, text weights under `model.l
 
     python benchmarks/make_checkpoint.py benchmarks/work/qwen2.5-0.5b-random
     python benchmarks/make_checkpoint.py benchmarks/work/qwen3.5-0.8b-random --shape qwen3.5-0.8b
+    python benchmarks/make_checkpoint.py benchmarks/work/qwen2.5-vl-3b-random --shape qwen2.5-vl-3b
+
+Qwen2.5-VL-3B takes its tensor names and shapes from transformers' own module (built on the meta
+device, so nothing is allocated) and a small tokenizer that knows the vision tokens; it needs torch and
+transformers, the other shapes do not.
 """
 
 from __future__ import annotations
@@ -154,7 +159,62 @@ def stream_safetensors_bf16(path: Path, shapes: dict[str, tuple[int, ...]], make
             fh.write(((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16).tobytes())
 
 
-SHAPES = {"qwen2.5-0.5b": qwen25, "qwen3.5-0.8b": qwen35}
+# Qwen2.5-VL-3B-Instruct's published config (text and vision), less the token ids, which come from the
+# small tokenizer written beside it.
+QWEN25_VL_3B_TEXT = {
+    "hidden_size": 2048, "intermediate_size": 11008, "num_hidden_layers": 36, "num_attention_heads": 16,
+    "num_key_value_heads": 2, "vocab_size": 151936, "max_position_embeddings": 128000, "rms_norm_eps": 1e-6,
+    "hidden_act": "silu", "tie_word_embeddings": True,
+    "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [16, 24, 24]},
+}
+QWEN25_VL_3B_VISION = {
+    "depth": 32, "hidden_size": 1280, "intermediate_size": 3420, "num_heads": 16, "out_hidden_size": 2048,
+    "fullatt_block_indexes": [7, 15, 23, 31], "window_size": 112, "patch_size": 14, "spatial_merge_size": 2,
+    "temporal_patch_size": 2, "hidden_act": "silu", "in_chans": 3, "tokens_per_second": 2,
+}
+VL_TOKENS = ("<|vision_start|>", "<|vision_end|>", "<|image_pad|>")
+
+
+def qwen25_vl(out: Path, seed: int, tokenizer: Path, text: dict | None = None, vision: dict | None = None) -> int:
+    """Every tensor of transformers' Qwen2_5_VLForConditionalGeneration at the given shape (default the
+    3B's): matrices ~ N(0, 1/fan_in), norms near 1, biases small and non-zero, the embedding ~ N(0, 0.02).
+    `tokenizer` is unused: the vision tokens need a tokenizer that has them."""
+    import torch
+    import transformers
+
+    from qwen_edge.checkpoint.tiny import write_tokenizer_files
+
+    tok = write_tokenizer_files(out, 512, added_tokens=VL_TOKENS)
+    ids = {n: tok.token_to_id(f"<|{n}|>") for n in ("vision_start", "vision_end", "image_pad")}
+    bos, eos = tok.token_to_id("<|endoftext|>"), tok.token_to_id("<|im_end|>")
+    text = dict(text or QWEN25_VL_3B_TEXT, bos_token_id=bos, eos_token_id=eos)
+    config = transformers.Qwen2_5_VLConfig(
+        text_config=text, vision_config=dict(vision or QWEN25_VL_3B_VISION), image_token_id=ids["image_pad"],
+        vision_start_token_id=ids["vision_start"], vision_end_token_id=ids["vision_end"], video_token_id=0,
+        tie_word_embeddings=text["tie_word_embeddings"], dtype="bfloat16",
+        architectures=["Qwen2_5_VLForConditionalGeneration"])
+    config.save_pretrained(out)
+    (out / "generation_config.json").write_text(json.dumps({"bos_token_id": bos, "eos_token_id": [eos, bos]}))
+    with torch.device("meta"):
+        model = transformers.Qwen2_5_VLForConditionalGeneration(config)
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()
+              if not (k == "lm_head.weight" and config.tie_word_embeddings)}
+    rng = np.random.default_rng(seed)
+
+    def tensor(key: str, shape: tuple[int, ...]) -> np.ndarray:
+        if key.endswith("embed_tokens.weight"):
+            return 0.02 * rng.standard_normal(shape, np.float32)
+        if len(shape) == 1:
+            base = 1.0 if "norm" in key else 0.0
+            return (base + 0.02 * rng.standard_normal(shape, np.float32)).astype(np.float32)
+        fan_in = int(np.prod(shape[1:]))
+        return rng.standard_normal(shape, np.float32) / np.float32(np.sqrt(fan_in))
+
+    stream_safetensors_bf16(out / "model.safetensors", shapes, tensor)
+    return sum(int(np.prod(s)) for s in shapes.values())
+
+
+SHAPES = {"qwen2.5-0.5b": qwen25, "qwen3.5-0.8b": qwen35, "qwen2.5-vl-3b": qwen25_vl}
 
 
 def main() -> None:
