@@ -148,8 +148,12 @@ class Model:
             if session is None:
                 path = self.path / self.row_graphs[n]
                 options, recommended = self._session_options
+                # no spinning: the idle threads of several sessions spinning on two cores took 58% of the
+                # speed of speculative decoding (qwen2-code-30m, benchmarks/results/speculative-rows-*.json)
+                so = _session_options(options, recommended)
+                so.add_session_config_entry("session.intra_op.allow_spinning", "0")
                 try:
-                    session = ort.InferenceSession(str(path), _session_options(options, recommended),
+                    session = ort.InferenceSession(str(path), so,
                                                    providers=list(options.providers))
                 except Exception as exc:
                     raise BundleError(f"{path}: onnxruntime could not load the model: {str(exc).splitlines()[0]}") from exc

@@ -56,7 +56,8 @@ def _pass_and_steps(model: Model, prompt: np.ndarray, n: int):
         for array, copy in zip(cache._arrays, saved):
             np.copyto(array, copy)
         cache.length = len(prompt) - n
-        rows = _Passes(model, cache).run([int(t) for t in prompt[-n:]]).copy()
+        passes = _Passes(model, cache)  # kept alive while its logits buffer is read
+        rows = passes.run([int(t) for t in prompt[-n:]]).copy()
         return rows, steps
     finally:
         model.release_cache(cache)

@@ -282,5 +282,5 @@ def test_row_graphs_make_every_verify_pass_exact(bundles, tmp_path, monkeypatch,
     for p in prompts:
         tokens, _ = _run(gen, p, speculative=Speculative(max_draft=8))
         assert tokens == plain[tuple(p)], p
-    assert max(lengths) == 5 and set(range(2, 6)) <= set(lengths), sorted(set(lengths))
-    assert sorted(model._row_sessions) == [2, 3, 4, 5]
+    assert max(lengths) == 5 and len(set(lengths) - {1}) >= 3, sorted(set(lengths))  # every pass fits a row graph
+    assert set(model._row_sessions) == set(lengths) - {1}
