@@ -150,8 +150,8 @@ class Model:
                 options, recommended = self._session_options
                 # no spinning: the idle threads of several sessions spinning on two cores took 58% of the
                 # speed of speculative decoding (qwen2-code-30m, benchmarks/results/speculative-rows-*.json)
-                so = _session_options(options, recommended)
-                so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+                entries = {**recommended.get("config_entries", {}), "session.intra_op.allow_spinning": "0"}
+                so = _session_options(options, {**recommended, "config_entries": entries})
                 try:
                     session = ort.InferenceSession(str(path), so,
                                                    providers=list(options.providers))

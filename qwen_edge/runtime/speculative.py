@@ -114,6 +114,8 @@ class _Passes:
         self._ids: dict[int, np.ndarray] = {}
         self._seconds: dict[int, float] = {}
         self._runs: dict[int, int] = {}
+        for n in model.row_graphs:  # loaded once per Model, before the first token rather than mid-decode
+            model.row_session(n)
 
     def cost(self, n: int) -> float | None:
         """Seconds of a pass over n tokens, once measured twice (the first run of a shape is slower)."""

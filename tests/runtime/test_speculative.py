@@ -283,4 +283,4 @@ def test_row_graphs_make_every_verify_pass_exact(bundles, tmp_path, monkeypatch,
         tokens, _ = _run(gen, p, speculative=Speculative(max_draft=8))
         assert tokens == plain[tuple(p)], p
     assert max(lengths) == 5 and len(set(lengths) - {1}) >= 3, sorted(set(lengths))  # every pass fits a row graph
-    assert set(model._row_sessions) == set(lengths) - {1}
+    assert set(lengths) - {1} <= set(model._row_sessions) == {2, 3, 4, 5}  # loaded before the first token
