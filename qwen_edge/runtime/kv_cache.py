@@ -71,6 +71,13 @@ class KVCache:
             binding.bind_ortvalue_input(past, value)
             binding.bind_ortvalue_output(present, value)
 
+    def bind_rows(self, binding: ort.IOBinding, rows: int) -> None:
+        """Bind a row-attention verify graph's per-row key/value outputs (`present.L.key.rowI`) to the same
+        buffers as the cache (graph/row_attention.py)."""
+        for (_, present), value in zip(self._names[:self._num_kv], self.values):
+            for i in range(rows - 1):
+                binding.bind_ortvalue_output(f"{present}.row{i}", value)
+
     def load_prefix(self, presents) -> None:
         """Copy caches computed outside this one (in output order) to its start."""
         for k, (array, present) in enumerate(zip(self._arrays, presents)):
