@@ -190,7 +190,7 @@ def refine(x, inv0, w, a, lo, hi, rtn_err, tiny):
 def search_symmetric(x, w, bits, deltas, tiny, codes):
     """Fills codes (uint8 like x); returns the scales (float32 [blocks]). Blocks whose rtn scale is
     below `tiny` (scale_search.TINY_SCALE) are stored as zeros."""
-    bs, nb = x.shape
+    nb = x.shape[1]
     half = 1 << (bits - 1)
     mn, mx = min_max(x)
     s0 = np.empty(nb, np.float64)
@@ -224,7 +224,7 @@ def search_symmetric(x, w, bits, deltas, tiny, codes):
 @_jit
 def search_asymmetric(x, w, bits, deltas, tiny, codes):
     """Fills codes (uint8 like x); returns the scales (float32) and zero points (uint8), [blocks]."""
-    bs, nb = x.shape
+    nb = x.shape[1]
     qmax = (1 << bits) - 1
     mn, mx = min_max(x)
     s0 = np.empty(nb, np.float64)

@@ -11,7 +11,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from qwen_edge.quant.scale_search import TINY_SCALE, DELTAS
+# The rtn parameters are the package's own (its rtn kernels use them); only the search is kept here.
+from qwen_edge.quant.scale_search import (
+    DELTAS,
+    _rtn_asymmetric_params,
+    _rtn_symmetric_scale,
+    _safe_reciprocal,
+)
 
 
 def _dot(a: np.ndarray, b: np.ndarray, weight: np.ndarray | None) -> np.ndarray:
@@ -27,31 +33,7 @@ def _safe_div(num: np.ndarray, den: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     return np.where(ok, num, 0) / np.where(ok, den, 1), ok
 
 
-def _block_min_max(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-block min and max as float64."""
-    return x.min(axis=0).astype(np.float64), x.max(axis=0).astype(np.float64)
-
-
-def _safe_reciprocal(s: np.ndarray) -> np.ndarray:
-    """1 / s as float32, 0 where |s| is below TINY_SCALE (all-zero blocks)."""
-    s = np.asarray(s, dtype=np.float64)
-    out = np.zeros_like(s)
-    np.divide(1.0, s, out=out, where=np.abs(s) >= TINY_SCALE)
-    return out.astype(np.float32)
-
-
 # ----------------------------------------------------------------------------------- symmetric
-
-
-def _rtn_symmetric_scale(x: np.ndarray, bits: int) -> np.ndarray:
-    """llama.cpp Q4_0 style: the signed largest-magnitude element maps to code 0, i.e. to
-    -2**(bits-1) times the scale, so the whole range -2**(bits-1) .. 2**(bits-1)-1 is used; the
-    scale is negative when that element is positive. float64 [blocks]."""
-    lo, hi = _block_min_max(x)
-    m = np.where(-lo > hi, lo, hi)
-    s = m / -(1 << (bits - 1))
-    s[np.abs(s) < TINY_SCALE] = 0.0
-    return s
 
 
 def search_symmetric(x: np.ndarray, bits: int, weight: np.ndarray | None = None):
@@ -92,19 +74,6 @@ def search_symmetric(x: np.ndarray, bits: int, weight: np.ndarray | None = None)
 
 
 # ---------------------------------------------------------------------------------- asymmetric
-
-
-def _rtn_asymmetric_params(x: np.ndarray, bits: int):
-    """Range [min(lo, 0), max(hi, 0)] in 2**bits - 1 steps with an integer zero point (so that
-    0 is exact). Returns float64 scale, zero point and range minimum, each [blocks]."""
-    qmax = (1 << bits) - 1
-    lo, hi = _block_min_max(x)
-    lo = np.minimum(lo, 0.0)
-    hi = np.maximum(hi, 0.0)
-    s = (hi - lo) / qmax
-    s[s < TINY_SCALE] = 0.0
-    z = np.clip(np.rint(-lo * _safe_reciprocal(s)), 0, qmax)
-    return s, z, lo
 
 
 def search_asymmetric(x: np.ndarray, bits: int, weight: np.ndarray | None = None):
