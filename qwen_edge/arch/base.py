@@ -313,8 +313,12 @@ class ArchAdapter:
     def check_tensors(self, checkpoint, spec: ArchSpec) -> None:
         """Refuse, from the headers alone and before anything is built, a checkpoint that lacks a
         tensor the config implies or holds one of another shape."""
+        self.check_shapes(checkpoint, self.expected_tensors(spec, checkpoint.has))
+
+    def check_shapes(self, checkpoint, expected: dict[str, tuple[int, ...]]) -> None:
+        """Each tensor named in `expected` is present with that shape, or one line says which is not."""
         name_of = checkpoint.path.name
-        for name, shape in self.expected_tensors(spec, checkpoint.has).items():
+        for name, shape in expected.items():
             if not checkpoint.has(name):
                 raise CheckpointError(f"{name_of}: tensor '{name}' is missing{self._missing_hint(checkpoint, name)}")
             actual = tuple(checkpoint.tensor_info(name).shape)

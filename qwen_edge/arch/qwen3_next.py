@@ -21,7 +21,6 @@ from dataclasses import replace
 
 import numpy as np
 
-from ..errors import CheckpointError
 from .base import ArchSpec, register
 from .hybrid import LinearAttentionSpec
 from .moe import moe_from_config
@@ -71,12 +70,5 @@ class Qwen3NextAdapter(Qwen35MoeAdapter):
         """The fused tensors' own shapes, named as the checkpoint names them."""
         lin, h = spec.hybrid.linear, spec.hidden_size
         shapes = {"qkvz": (lin.conv_dim + lin.value_dim, h), "ba": (2 * lin.num_value_heads, h)}
-        for i in spec.hybrid.linear_layers:
-            for kind, shape in shapes.items():
-                name = self._fused_name(i, kind)
-                if not checkpoint.has(name):
-                    raise CheckpointError(f"{checkpoint.path.name}: tensor '{name}' is missing")
-                actual = tuple(checkpoint.tensor_info(name).shape)
-                if actual != shape:
-                    raise CheckpointError(f"{checkpoint.path.name}: tensor '{name}' has shape {list(actual)}, "
-                                          f"config.json implies {list(shape)}")
+        self.check_shapes(checkpoint, {self._fused_name(i, kind): shape for i in spec.hybrid.linear_layers
+                                       for kind, shape in shapes.items()})
