@@ -241,6 +241,17 @@ def trained_qwen35() -> Path:
     return trained_checkpoint(TRAINED_QWEN35, "QWEN_EDGE_TRAINED_QWEN35")
 
 
+def assert_logits_match(got: np.ndarray, expected: np.ndarray, prefill: int, tol: float = 1e-3) -> None:
+    """Bundle logits against transformers': the prefill rows and the decode rows each within `tol`, the
+    same argmax everywhere, and reference logits far from flat (so that agreement means something)."""
+    assert got.shape == expected.shape
+    assert expected.std() > 0.5
+    diff = np.abs(got - expected)
+    assert diff[:prefill].max() <= tol, f"prefill max |diff| {diff[:prefill].max()}"
+    assert diff[prefill:].max() <= tol, f"decode max |diff| {diff[prefill:].max()}"
+    np.testing.assert_array_equal(got.argmax(-1), expected.argmax(-1))
+
+
 def hf_logits_incremental(ckpt: Path, ids: np.ndarray, prefill: int) -> np.ndarray:
     """transformers logits through its own KV cache: prefill, then one token per step."""
     import torch
