@@ -195,21 +195,25 @@ def qwen35_ckpts(tmp_path_factory):
 def bundles(tmp_path_factory, request, qwen2_ckpt, qwen3_ckpt, qwen35_ckpts):
     """Lazily built bundles keyed by (architecture, precision name); "qwen35" is the published
     (multimodal, tied) dense layout, "qwen35_causal" Qwen3_5ForCausalLM as transformers saves it (no
-    mrope_section), "qwen35_moe" Qwen3_5MoeForCausalLM and "qwen3_next" Qwen3NextForCausalLM."""
+    mrope_section), "qwen35_moe" Qwen3_5MoeForCausalLM and "qwen3_next" Qwen3NextForCausalLM; with
+    `exact_speculation` built with the spare attention row (graph/decoder.py)."""
     from qwen_edge.build import BuildRequest, build
+    from qwen_edge.graph.decoder import DecoderOptions
     from qwen_edge.precision import Precision
 
-    made: dict[tuple[str, str], Path] = {}
+    made: dict[tuple[str, str, bool], Path] = {}
     ckpts = {"qwen2": lambda: qwen2_ckpt, "qwen3": lambda: qwen3_ckpt,
              "qwen35": lambda: qwen35_ckpts("dense", "multimodal", "tied"),
              "qwen35_causal": lambda: qwen35_ckpts("dense"), "qwen35_moe": lambda: qwen35_ckpts("moe"),
              "qwen3_next": lambda: request.getfixturevalue("qwen3_next_ckpt")}
 
-    def get(arch: str, precision: str) -> Path:
-        key = (arch, precision)
+    def get(arch: str, precision: str, exact_speculation: bool = False) -> Path:
+        key = (arch, precision, exact_speculation)
         if key not in made:
-            out = tmp_path_factory.mktemp(f"bundle-{arch}-{precision}") / "bundle"
-            build(BuildRequest(ckpts[arch](), out, Precision.preset(precision)))
+            tag = "-exact" if exact_speculation else ""
+            out = tmp_path_factory.mktemp(f"bundle-{arch}-{precision}{tag}") / "bundle"
+            build(BuildRequest(ckpts[arch](), out, Precision.preset(precision),
+                               options=DecoderOptions(exact_speculation=exact_speculation)))
             made[key] = out
         return made[key]
 

@@ -21,7 +21,7 @@ from ..bundle.genai_config import genai_config, special_token_ids
 from ..checkpoint.limits import check_build_budget
 from ..errors import CheckpointError, ConfigError
 from ..graph.builder import GraphBuilder
-from ..graph.decoder_io import cache_io, empty_feeds
+from ..graph.decoder_io import cache_io, empty_feeds, spare_row_io
 from ..graph.writer import ExternalDataWriter, save_model
 from ..precision import Precision
 from ..targets.catalog import get_pass
@@ -144,7 +144,10 @@ class DecoderStages:
                                context_length=self.context, generation=ckpt.generation, filename=passes.model_file,
                                provider_options=genai_provider_options(target),
                                special_tokens=special_token_ids(tokenizer) if tokenizer.is_file() else None,
-                               speculative=request.genai_speculative)
+                               speculative=request.genai_speculative,
+                               # the spare attention row's present is one position longer than genai's
+                               # per-step tensors: genai's fixed buffers (max_length positions) take it
+                               share_buffer=request.options.exact_speculation)
             (stage / "genai_config.json").write_text(json.dumps(gen, indent=2, sort_keys=True) + "\n")
         sections: dict[str, Any] = {
             "precision": self.precision.to_dict() | {"name": self.precision.name},
@@ -158,6 +161,7 @@ class DecoderStages:
                 "num_kv_heads": spec.num_kv_heads,
                 "head_dim": spec.head_dim,
                 "vocab_size": spec.vocab_size,
+                **spare_row_io(request.options),
             },
             "weights": decoder.stats.to_dict(),
             "graph": {"nodes": len(g.nodes), "op_counts": dict(sorted(g.op_counts.items()))},

@@ -47,6 +47,13 @@ def check_request(request: BuildRequest, target, builder: BuilderInfo) -> Any:
     if family not in target.precisions:
         raise ConfigError(f"target '{target.name}' does not support precision '{name}' "
                           f"(supported: {', '.join(target.precisions)})")
+    if request.options.exact_speculation and (builder.name != "ort-contrib" or target.passes
+                                              or target.execution_provider != "CPUExecutionProvider"):
+        raise ConfigError(f"target '{target.name}': exact speculation (the spare attention row) is made for "
+                          "onnxruntime's CPU GroupQueryAttention only (the cpu target)")
+    if request.options.exact_speculation and request.genai_speculative:
+        raise ConfigError("genai_speculative with exact speculation: onnxruntime-genai's verify passes can reach "
+                          "max_length, where the spare attention row has no room in its buffers")
     return options
 
 

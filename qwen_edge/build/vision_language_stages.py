@@ -28,6 +28,9 @@ def check_vision_language_request(request, target) -> None:
                           "are not supported yet")
     if target.graph.weights == "passes":
         raise ConfigError(f"target '{target.name}': vision-language bundles need weights made by the builder")
+    if request.options.exact_speculation:
+        raise ConfigError("vision-language bundles: exact speculation is not supported yet (the spare attention "
+                          "row needs genai's shared buffers, untested with its vision pipeline)")
 
 
 def smoke_run(stage: Path, spec, vision, files: dict[str, str]) -> None:

@@ -50,6 +50,10 @@ def add_parser(sub) -> None:
     b.add_argument("--genai-speculative", choices=["ngram"], default=None,
                    help="write onnxruntime-genai's `speculative` block into genai_config.json (prompt lookup; "
                         "not for Qwen3.5, whose state genai 0.18 cannot rewind)")
+    b.add_argument("--exact-speculation", action="store_true",
+                   help="cpu target: attention takes a spare row, so that speculative decoding gives plain "
+                        "decoding's tokens bit for bit; decode costs ~1%% more at short contexts, far more at "
+                        "long ones (README, Speculative decoding), and the context is one token shorter")
     _add_data_aware_arguments(b)
     g = b.add_argument_group("builder options (npu-qnn's static builder)")
     g.add_argument("--chunk", type=int, default=None, help="prefill graph chunk in tokens (default 128)")
@@ -159,7 +163,8 @@ def cmd_build(args: argparse.Namespace) -> int:
     with native_stdout_to_stderr():
         manifests = build_targets(Path(args.checkpoint), Path(args.output), targets, precision=args.precision,
                                   weight_options=weight_options(args), builder_options=given,
-                                  progress=progress_for(args), options=DecoderOptions(max_positions=args.max_length),
+                                  progress=progress_for(args), options=DecoderOptions(max_positions=args.max_length,
+                                                                            exact_speculation=args.exact_speculation),
                                   parity=parity, genai_speculative=args.genai_speculative, **data_aware_fields(args))
     seconds = time.perf_counter() - start
     if several:

@@ -140,7 +140,11 @@ def _speculative(args: argparse.Namespace, gen) -> dict:
 
     if not isinstance(gen, Generator):
         raise ConfigError("--speculative: this bundle's runtime does not support speculative decoding")
-    return {"speculative": Speculative.parse(args.speculative)}
+    spec = Speculative.parse(args.speculative)
+    if not gen.model.exact_speculation and not args.quiet:
+        sys.stderr.write("note: this bundle was built without --exact-speculation: a token whose top two logits "
+                         "nearly tie may differ from plain decoding's\n")
+    return {"speculative": spec}
 
 
 def _stats(stats) -> dict:

@@ -34,6 +34,10 @@ class DecoderOptions:
     # The optional `logits_to_keep` input (below). Targets whose compilers want a graph without
     # overridable initializers or dynamic slicing can turn it off.
     logits_to_keep: bool = True
+    # Every GroupQueryAttention takes one spare zero row after the new tokens and drops its output, so a
+    # one-token step takes the same kernels as a pass over several tokens (_group_query_attention). It
+    # costs the bundle one position of context.
+    exact_speculation: bool = False
 
     def context_length(self, spec: ArchSpec) -> int:
         if self.max_positions is None:
@@ -67,6 +71,7 @@ class DecoderBuilder:
         self.lin = LinearFactory(g, precision, self.stats, plan)
         self.elem = TensorProto.FLOAT16 if precision.dtype == "fp16" else TensorProto.FLOAT
         self.np_dtype = precision.numpy_dtype
+        self._spare_lengths: tuple[str, str] | None = None
 
     # Tensor access with shape checks -----------------------------------------------------
     def _read(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
@@ -133,21 +138,50 @@ class DecoderBuilder:
         qkv = self._qkv(x, t, scope)
         # GroupQueryAttention takes the packed q|k|v as it is, unless q and k are normed first.
         q, k, v = self._split_qkv(qkv, t, scope) if s.qk_norm else (qkv, "", "")
-        window = s.sliding_windows[i] or -1
+        out = self._group_query_attention(i, scope, q, k, v, seqlens, total_len, (cos, sin),
+                                          local_window_size=s.sliding_windows[i] or -1)
+        return self.lin.linear(out, t["o_proj"], f"{scope}/o_proj", self.precision.weights)
+
+    def _group_query_attention(self, i: int, scope: str, q: str, k: str, v: str, seqlens: str, total_len: str,
+                               rotary: tuple[str, str] | tuple = (), **attrs) -> str:
+        """GroupQueryAttention of layer i over its shared key/value cache (q|k|v packed in q when k and v
+        are ""), with the rotary applied inside when `rotary` gives the cos/sin caches; its output.
+
+        With `options.exact_speculation` the new tokens get one spare zero row after them, whose output is
+        dropped. onnxruntime's CPU kernel computes probs x V with one SGEMM per head whose M is the number of
+        rows, and MLAS takes a matrix-vector kernel for M == 1 that rounds otherwise than its blocked kernel;
+        MatMulNBits at accuracy_level 4 can turn that 1e-6 into 0.2 in the logits. With the spare row every
+        pass has M >= 2: a row's result depends only on its own query and the cache before it, so a
+        speculative pass over n tokens gives the bits of n one-token steps. The spare row's key and value
+        land one position past the sequence, where the next pass overwrites them.
+        """
+        g, s = self.g, self.spec
+        spare = self.options.exact_speculation
+        if spare:
+            seqlens, total_len = self._spare_row_lengths(seqlens, total_len)
+            pads, axis = g.const([0, 1], np.int64), g.const([1], np.int64)
+            q, k, v = (g.one("Pad", [x, pads, "", axis], f"{scope}/spare_row/{name}/Pad", mode="constant") if x else ""
+                       for x, name in ((q, "q"), (k, "k"), (v, "v")))
         out = g.node(
             "GroupQueryAttention",
-            [q, k, v, f"past_key_values.{i}.key", f"past_key_values.{i}.value", seqlens, total_len, cos, sin],
+            [q, k, v, f"past_key_values.{i}.key", f"past_key_values.{i}.value", seqlens, total_len, *rotary],
             f"{scope}/GroupQueryAttention",
             outputs=[f"{scope}/GroupQueryAttention/output_0", f"present.{i}.key", f"present.{i}.value"],
-            domain=MS_DOMAIN,
-            num_heads=s.num_heads,
-            kv_num_heads=s.num_kv_heads,
-            scale=float(s.head_dim) ** -0.5,
-            do_rotary=1,
-            rotary_interleaved=0,
-            local_window_size=window,
+            domain=MS_DOMAIN, num_heads=s.num_heads, kv_num_heads=s.num_kv_heads, scale=float(s.head_dim) ** -0.5,
+            do_rotary=int(bool(rotary)), rotary_interleaved=0, **attrs,
         )[0]
-        return self.lin.linear(out, t["o_proj"], f"{scope}/o_proj", self.precision.weights)
+        if spare:
+            out = g.one("Slice", [out, g.const([0], np.int64), g.const([-1], np.int64), g.const([1], np.int64)],
+                        f"{scope}/spare_row/Slice")
+        return out
+
+    def _spare_row_lengths(self, seqlens: str, total_len: str) -> tuple[str, str]:
+        """GroupQueryAttention's seqlens_k and total_sequence_length with the spare row counted (made once)."""
+        if self._spare_lengths is None:
+            g, one = self.g, self.g.const(1, np.int32)
+            self._spare_lengths = (g.one("Add", [seqlens, one], "/model/attn_mask/spare_row/seqlens_k/Add"),
+                                   g.one("Add", [total_len, one], "/model/attn_mask/spare_row/total_seq_len/Add"))
+        return self._spare_lengths
 
     def _mlp(self, i: int, x: str, t: dict[str, np.ndarray]) -> str:
         """Layer i's feed-forward block: the routed experts of a sparse layer, else the dense MLP."""

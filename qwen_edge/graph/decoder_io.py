@@ -36,6 +36,13 @@ def cache_io(spec, kv_dtype: str) -> dict[str, Any]:
     return io
 
 
+def spare_row_io(options) -> dict[str, Any]:
+    """The manifest `io` key of a decoder built with DecoderOptions.exact_speculation: its attention writes one
+    position past the tokens it is given, so the runtime keeps that many positions of every key/value buffer
+    beyond the context it uses."""
+    return {"attention_spare_rows": 1} if options.exact_speculation else {}
+
+
 _DTYPES = {"fp32": np.float32, "fp16": np.float16}
 
 

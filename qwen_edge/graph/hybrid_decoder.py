@@ -150,13 +150,8 @@ class HybridDecoderBuilder(DecoderBuilder):
             rows = self._rotary_rows(cos, sin)
             q = self._rotate(q, s.num_heads, *rows, f"{scope}/q_rotary")
             k = self._rotate(k, s.num_kv_heads, *rows, f"{scope}/k_rotary")
-        inputs = [q, k, v, f"past_key_values.{i}.key", f"past_key_values.{i}.value", seqlens, total_len]
-        out = g.node("GroupQueryAttention", inputs + ([cos, sin] if rotate_inside else []),
-                     f"{scope}/GroupQueryAttention",
-                     outputs=[f"{scope}/GroupQueryAttention/output_0", f"present.{i}.key", f"present.{i}.value"],
-                     domain=MS_DOMAIN, num_heads=s.num_heads, kv_num_heads=s.num_kv_heads,
-                     scale=float(s.head_dim) ** -0.5, do_rotary=int(rotate_inside), rotary_interleaved=0,
-                     local_window_size=-1)[0]
+        out = self._group_query_attention(i, scope, q, k, v, seqlens, total_len, (cos, sin) if rotate_inside else (),
+                                          local_window_size=-1)
         gated = g.one("Mul", [out, g.one("Sigmoid", [gate], f"{scope}/gate/Sigmoid")], f"{scope}/gate/Mul")
         return self.lin.linear(gated, t["o_proj"], f"{scope}/o_proj", fmt)
 

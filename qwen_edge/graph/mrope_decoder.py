@@ -14,7 +14,6 @@ from onnx import TensorProto, helper
 
 from ..arch import rope_inv_freq
 from ..errors import GraphError
-from .builder import MS_DOMAIN
 from .decoder import DecoderBuilder
 
 MROPE_INPUTS = ("inputs_embeds", "attention_mask", "position_ids")
@@ -86,14 +85,8 @@ class MropeDecoderBuilder(DecoderBuilder):
         q, k, v = self._split_qkv(self._qkv(x, t, scope), t, scope)
         q = self._rotate(q, s.num_heads, cos, sin, f"{scope}/q_rotary")
         k = self._rotate(k, s.num_kv_heads, cos, sin, f"{scope}/k_rotary")
-        out = g.node(
-            "GroupQueryAttention",
-            [q, k, v, f"past_key_values.{i}.key", f"past_key_values.{i}.value", seqlens, total_len],
-            f"{scope}/GroupQueryAttention",
-            outputs=[f"{scope}/GroupQueryAttention/output_0", f"present.{i}.key", f"present.{i}.value"],
-            domain=MS_DOMAIN, num_heads=s.num_heads, kv_num_heads=s.num_kv_heads, scale=float(s.head_dim) ** -0.5,
-            do_rotary=0, local_window_size=s.sliding_windows[i] or -1,
-        )[0]
+        out = self._group_query_attention(i, scope, q, k, v, seqlens, total_len,
+                                          local_window_size=s.sliding_windows[i] or -1)
         return self.lin.linear(out, t["o_proj"], f"{scope}/o_proj", self.precision.weights)
 
 

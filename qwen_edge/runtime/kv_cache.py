@@ -54,11 +54,11 @@ class CacheLayout:
 
 
 class KVCache:
-    def __init__(self, layout: CacheLayout, capacity: int):
-        self.capacity = capacity
+    def __init__(self, layout: CacheLayout, capacity: int, spare_rows: int = 0):
+        self.capacity = capacity  # tokens it holds; its key/value buffers hold `spare_rows` positions more
         self.length = 0
         self.position_delta = 0  # M-RoPE decoders: a token's position is its index + this (set at prefill)
-        shape = (1, layout.num_kv_heads, capacity, layout.head_dim)
+        shape = (1, layout.num_kv_heads, capacity + spare_rows, layout.head_dim)
         self._names = layout.pairs()
         self._num_kv = 2 * len(layout.kv_layers)
         self._arrays = [np.zeros(shape, layout.kv_dtype) for _ in range(self._num_kv)]
@@ -70,13 +70,6 @@ class KVCache:
         for (past, present), value in zip(self._names, self.values):
             binding.bind_ortvalue_input(past, value)
             binding.bind_ortvalue_output(present, value)
-
-    def bind_rows(self, binding: ort.IOBinding, rows: int) -> None:
-        """Bind a row-attention verify graph's per-row key/value outputs (`present.L.key.rowI`) to the same
-        buffers as the cache (graph/row_attention.py)."""
-        for (_, present), value in zip(self._names[:self._num_kv], self.values):
-            for i in range(rows - 1):
-                binding.bind_ortvalue_output(f"{present}.row{i}", value)
 
     def load_prefix(self, presents) -> None:
         """Copy caches computed outside this one (in output order) to its start."""

@@ -97,7 +97,10 @@ class Model:
         self.num_kv_heads = int(io["num_kv_heads"])
         self.head_dim = int(io["head_dim"])
         self.vocab_size = int(io["vocab_size"])
-        self.context_length = int(io["context_length"])
+        # A bundle built for exact speculation writes one spare key/value position past its tokens
+        # (graph/decoder.py _group_query_attention): its buffers keep it, its context is one less.
+        self.spare_rows = int(io.get("attention_spare_rows", 0))
+        self.context_length = int(io["context_length"]) - self.spare_rows
         self.kv_dtype = _DTYPES[io["kv_dtype"]]
         self.cache_layout = CacheLayout.from_io(io)
         self.eos_token_ids = tuple(self.manifest["generation"]["eos_token_ids"])
@@ -120,11 +123,6 @@ class Model:
         overridable = {i.name for i in self.session.get_overridable_initializers()}
         self._last_logits_only = np.ones(1, np.int64) if LOGITS_TO_KEEP in overridable else None
         self._empty_past = self.cache_layout.first_call_feeds()
-        # verify graphs with attention one row at a time (graph/row_attention.py), by pass length; loaded on
-        # first use, for speculative passes that give plain decoding's exact logits
-        self.row_graphs = {int(n): str(f) for n, f in io.get("verify_rows", {}).items()}
-        self._row_sessions: dict[int, ort.InferenceSession] = {}
-        self._session_options = (options, self.manifest.get("runtime", {}))
         self._output_names = ["logits"] + [present for _, present in self.cache_layout.pairs()]
         tokenizer_path = self.path / "tokenizer.json"
         try:
@@ -139,33 +137,19 @@ class Model:
         self._chat_template = None
         self._caches: queue.LifoQueue[KVCache] = queue.LifoQueue(maxsize=options.max_cached_sequences)
         self._template_lock = threading.Lock()
-        self._row_lock = threading.Lock()
 
-    def row_session(self, n: int) -> ort.InferenceSession:
-        """The bundle's verify graph for passes of exactly n tokens (n in `row_graphs`)."""
-        with self._row_lock:
-            session = self._row_sessions.get(n)
-            if session is None:
-                path = self.path / self.row_graphs[n]
-                options, recommended = self._session_options
-                # no spinning: the idle threads of several sessions spinning on two cores took 58% of the
-                # speed of speculative decoding (qwen2-code-30m, benchmarks/results/speculative-rows-*.json)
-                entries = {**recommended.get("config_entries", {}), "session.intra_op.allow_spinning": "0"}
-                so = _session_options(options, {**recommended, "config_entries": entries})
-                try:
-                    session = ort.InferenceSession(str(path), so,
-                                                   providers=list(options.providers))
-                except Exception as exc:
-                    raise BundleError(f"{path}: onnxruntime could not load the model: {str(exc).splitlines()[0]}") from exc
-                self._row_sessions[n] = session
-        return session
+    @property
+    def exact_speculation(self) -> bool:
+        """Whether speculative decoding over this bundle gives plain decoding's tokens bit for bit (built with
+        `--exact-speculation`: runtime/speculative.py)."""
+        return self.spare_rows > 0
 
     # KV caches ------------------------------------------------------------------------------
     def acquire_cache(self) -> KVCache:
         try:
             cache = self._caches.get_nowait()
         except queue.Empty:
-            cache = KVCache(self.cache_layout, self.context_length)
+            cache = KVCache(self.cache_layout, self.context_length, self.spare_rows)
         cache.reset()
         return cache
 

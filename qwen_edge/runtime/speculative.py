@@ -6,13 +6,13 @@ decoding gives: greedy accepts a guess only when it is the target's argmax at th
 the speculative sampling rule (Sampler.verify_draft), so the distribution of the output is unchanged.
 
 Greedy output equals plain decoding's token for token when the target's logits for a token do not depend on how
-many tokens its pass held. On onnxruntime 1.32's CPU kernels they do: GroupQueryAttention takes another MLAS
-kernel for one new token than for several (about 1e-6 apart), and MatMulNBits at accuracy_level 4 quantizes
-activations to int8, which makes that up to 0.21 in the logits of the trained 30M model. A bundle with
-row-attention verify graphs (graph/row_attention.py, `io.verify_rows`) removes the difference: every pass of
-n >= 2 tokens runs the graph for n, whose attention takes one token at a time on the shared cache, so its
-logits are the bits of n one-token steps; drafts are capped to its longest pass. Without them the output may
-differ from plain decoding where the top two logits are closer than that.
+many tokens its pass held. On onnxruntime 1.32's CPU kernels every operator of our decoders gives a row the same
+bits whatever the number of rows but one: GroupQueryAttention, which takes another MLAS kernel for one new token
+than for several (about 1e-6 apart); MatMulNBits at accuracy_level 4 quantizes activations to int8, which makes
+that up to 0.21 in the logits of the trained 30M model. A bundle built with `--exact-speculation`
+gives its attention a spare row, so that one-token steps take the several-token kernel too: its speculative
+output is plain decoding's, bit for bit (`Model.exact_speculation`). Without it the output may differ from plain
+decoding where the top two logits are closer than that.
 
 Rejected positions are rolled back: a key/value cache just forgets them (its length goes back; later passes
 overwrite them). A hybrid model's linear-attention states are overwritten whole by every pass, so they are
@@ -35,7 +35,7 @@ import numpy as np
 import onnxruntime as ort
 
 from .drafters import DraftModelDrafter, NgramDrafter
-from .errors import ContextOverflowError, InvalidRequestError
+from .errors import InvalidRequestError
 from .model import Model
 
 METHODS = ("ngram", "draft", "mtp")
@@ -111,53 +111,22 @@ class _Passes:
         self.model, self.cache = model, cache
         self.mask = np.ones((1, cache.capacity), np.int64)
         self._bound: dict[int, tuple] = {}
-        self._ids: dict[int, np.ndarray] = {}
         self._seconds: dict[int, float] = {}
         self._runs: dict[int, int] = {}
-        for n in model.row_graphs:  # loaded once per Model, before the first token rather than mid-decode
-            model.row_session(n)
 
     def cost(self, n: int) -> float | None:
         """Seconds of a pass over n tokens, once measured twice (the first run of a shape is slower)."""
         return self._seconds.get(n) if self._runs.get(n, 0) >= 2 else None
 
-    @property
-    def max_tokens(self) -> int:
-        """The longest pass: with row-attention verify graphs, the longest of them (a longer pass would take
-        the batched attention, whose logits may differ from plain decoding's)."""
-        return max(self.model.row_graphs, default=1 << 30)
-
     def run(self, tokens: list[int]) -> np.ndarray:
         n = len(tokens)
-        model, cache = self.model, self.cache
         if n not in self._bound:
-            out = ort.OrtValue.ortvalue_from_numpy(np.zeros((1, n, model.vocab_size), np.float32))
-            if n in model.row_graphs:
-                session = model.row_session(n)
-                binding = session.io_binding()
-                binding.bind_ortvalue_output("logits", out)
-                cache.bind(binding)
-                cache.bind_rows(binding, n)
-            else:
-                session, binding = None, model.decode_binding(cache, out)
-            self._bound[n] = (out, binding, session)
-            self._ids[n] = np.zeros(n, np.int64)
-        out, binding, session = self._bound[n]
-        ids = self._ids[n]
+            out = ort.OrtValue.ortvalue_from_numpy(np.zeros((1, n, self.model.vocab_size), np.float32))
+            self._bound[n] = (out, self.model.decode_binding(self.cache, out), np.zeros(n, np.int64))
+        out, binding, ids = self._bound[n]
         ids[:] = tokens
         start = time.perf_counter()
-        if session is None:
-            rows = model.step(cache, ids, self.mask, out, binding=binding)
-        else:
-            total = cache.length + n
-            if total > cache.capacity:
-                raise ContextOverflowError(f"sequence of {total} tokens exceeds the bundle's context length "
-                                           f"{cache.capacity}", n_prompt_tokens=total, n_ctx=cache.capacity)
-            binding.bind_cpu_input("input_ids", ids.reshape(1, n))
-            binding.bind_cpu_input("attention_mask", self.mask[:, :total])
-            session.run_with_iobinding(binding)
-            cache.length = total
-            rows = out.numpy()[0]
+        rows = self.model.step(self.cache, ids, self.mask, out, binding=binding)
         seconds = time.perf_counter() - start
         runs = self._runs[n] = self._runs.get(n, 0) + 1
         if runs == 2:
@@ -307,8 +276,7 @@ def speculative_tokens(gen, cache, drafter, spec: Speculative, logits: np.ndarra
         yield token, forced
         sampler.observe((token,))
         history.append(token)
-        k = 0 if gen._forced else min(length.want(), gen.max_new_tokens - len(gen.token_ids),
-                                      passes.max_tokens - 1 - len(prefix))
+        k = 0 if gen._forced else min(length.want(), gen.max_new_tokens - len(gen.token_ids))
         drafts = [int(d) for d in drafter.propose(history, k)[:k]] if k > 0 else []
         fed, start = prefix + [token] + drafts, cache.length
         kept = len(fed)

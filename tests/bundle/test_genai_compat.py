@@ -44,6 +44,19 @@ def test_int4_bundle_runs_in_onnxruntime_genai_with_same_greedy_tokens(arch, bun
     assert_same_greedy(gen, bundle, gen.model.encode("def fibonacci(n):"), 32)
 
 
+@pytest.mark.parametrize("arch", ["qwen2", "qwen35"])
+def test_exact_speculation_bundle_runs_in_onnxruntime_genai_to_its_max_length(arch, bundles):
+    """The spare attention row writes one position past the tokens: genai's buffers (max_length positions)
+    hold it up to the last step, whose pass has max_length - 1 tokens."""
+    from qwen_edge.runtime import load
+
+    bundle = bundles(arch, "int4", exact_speculation=True)
+    gen = load(bundle)
+    prompt = gen.model.encode("def fibonacci(n):")
+    assert_same_greedy(gen, bundle, prompt, 40)
+    assert len(genai_greedy(bundle, prompt, 40)) == 40
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("which", ["qwen2", "qwen35"])
 def test_trained_int4_bundle_same_64_greedy_tokens_in_genai_and_ours(which, tmp_path):
