@@ -36,6 +36,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(PEERS))
 
 import chart  # noqa: E402
+import suite_speculative  # noqa: E402
 from llamacpp_build import fetch_llama_cpp_source  # noqa: E402
 
 TRAINED = Path(os.environ.get("QWEN_EDGE_TRAINED_MODEL", ROOT.parent / "shared" / "models" / "qwen2-code-30m"))
@@ -454,6 +455,9 @@ def main() -> None:
     ap.add_argument("--moe-layers", type=int, default=0,
                     help="also run moe_decode.py with this many layers (Qwen3-30B-A3B layout against a dense model "
                          "of the same active size; makes ~1.4 GB of checkpoint per layer) and include its result")
+    ap.add_argument("--speculative", type=Path, nargs="+", default=[],
+                    help="trained checkpoints (with heldout.py.txt) for the speculative-decoding workloads "
+                         "(suite_speculative.py)")
     args = ap.parse_args()
     args.work = args.work.resolve()
     if args.runs is None:
@@ -511,6 +515,8 @@ def main() -> None:
         moe_json = RESULTS / f"moe_decode-{args.moe_layers}l-int4-{tag}.json"
         report["moe"] = json.loads(moe_json.read_text()) if proc["ok"] and moe_json.is_file() else \
             {"skipped": f"moe_decode.py failed: {proc.get('error', 'no result written')}"}
+    if args.speculative:
+        suite_speculative.run(suite, args, report, args.work / main_ckpt.name / "ours-int4", is_qwen35)
     report["machine"]["load_average_at_end"] = os.getloadavg()
     # Every child's peak RSS is at least this (see child_json); it is far below any tool's.
     report["driver_peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -524,6 +530,8 @@ def main() -> None:
     checks = [("default int4", report["must_show"]), ("int4 --symmetric", report["must_show_symmetric"])]
     checks += [(f"{name} (Qwen3.5)", c["must_show_qwen35"]) for name, c in report["checkpoints"].items()
                if "must_show_qwen35" in c]
+    if args.speculative:
+        checks.append(("speculative decoding", report["speculative"]["must_show"]))
     for label, table in checks:
         print(label)
         for name, check in table.items():

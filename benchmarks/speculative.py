@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+PLAIN_OTHER = "plain, --plain-bundle"
 GENAI_CONFIGS = {  # onnxruntime-genai 0.18 speculative options (its `speculative` genai_config block)
     "genai ngram k4": {"ngram_size": 3, "max_draft_tokens": 4},
     "genai ngram k8 cooldown": {"ngram_size": 3, "max_draft_tokens": 8, "cooldown": True, "min_adaptive_k": 1},
@@ -192,7 +193,11 @@ def workload_main(args) -> None:
 
     model = Model(args.bundle, RuntimeOptions(intra_op_threads=args.threads))
     gen = Generator(model)
-    ours = ["plain", "ngram"] + list(args.variants or []) + ([f"draft:{args.draft}"] if args.draft else [])
+    # --plain-bundle: plain decoding of another bundle of the same checkpoint (the default build, against a
+    # bundle built with --exact-speculation), in the same rounds: what the spare attention row costs
+    gens = {PLAIN_OTHER: Generator(Model(args.plain_bundle, RuntimeOptions(intra_op_threads=args.threads)))} \
+        if args.plain_bundle else {}
+    ours = ["plain", "ngram"] + list(args.variants or []) + ([f"draft:{args.draft}"] if args.draft else []) + list(gens)
     sets = workloads(Path(args.heldout), lambda s: model.encode(s), args.prompts)
     genai_names = ["genai plain", *GENAI_CONFIGS] if args.genai_python else []
     results, notes = {}, {}
@@ -203,7 +208,7 @@ def workload_main(args) -> None:
                 for p in prompts]
         for job in jobs[:1]:  # warm up every engine once
             for spec in ours:
-                run_ours(gen, np.asarray(job["ids"]), 8, None if spec == "plain" else spec)
+                run_ours(gens.get(spec, gen), np.asarray(job["ids"]), 8, None if spec in ("plain", *gens) else spec)
         runs = {name: [None] * len(jobs) for name in ours + genai_names}
         per_round = -(-len(jobs) // args.rounds)
         for rnd in range(args.rounds):
@@ -214,14 +219,14 @@ def workload_main(args) -> None:
                 for k, i in enumerate(idx):
                     order = ours[k % len(ours):] + ours[:k % len(ours)]  # rotate who goes first
                     for spec in order:
-                        runs[spec][i] = run_ours(gen, np.asarray(jobs[i]["ids"]), jobs[i]["max_new_tokens"],
-                                                 None if spec == "plain" else spec)
+                        runs[spec][i] = run_ours(gens.get(spec, gen), np.asarray(jobs[i]["ids"]),
+                                                 jobs[i]["max_new_tokens"], None if spec in ("plain", *gens) else spec)
 
             def genai_part():
                 if not genai_names:
                     return
                 sub = [dict(jobs[i], configs=genai_names[k % 3:] + genai_names[:k % 3]) for k, i in enumerate(idx)]
-                rows, version = run_genai(args.genai_python, args.bundle, sub, args.threads)
+                rows, version = run_genai(args.genai_python, args.genai_bundle or args.bundle, sub, args.threads)
                 if rows is None:
                     notes["genai"] = version
                     return
@@ -244,7 +249,10 @@ def workload_main(args) -> None:
         for name, s in results[wname].items():
             if best_genai and not name.startswith("genai"):
                 s["speedup_vs_best_genai_ngram"] = round(s["decode_tok_s"] / best_genai, 3)
-    out = {"command": " ".join(sys.argv), "variants": VARIANTS, "bundle": str(args.bundle), "draft": args.draft, "heldout": str(args.heldout), "threads": args.threads,
+    out = {"command": " ".join(sys.argv), "variants": VARIANTS, "bundle": str(args.bundle), "draft": args.draft,
+           "plain_bundle": args.plain_bundle, "genai_bundle": args.genai_bundle or str(args.bundle),
+           "exact_speculation": model.exact_speculation,
+           "heldout": str(args.heldout), "threads": args.threads,
            "rounds": args.rounds, "machine": platform.machine(), "genai_options": GENAI_CONFIGS,
            "notes": notes, "workloads": results}
     Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
@@ -328,6 +336,9 @@ def main() -> None:
     w.add_argument("bundle")
     w.add_argument("--heldout", required=True)
     w.add_argument("--draft")
+    w.add_argument("--plain-bundle", help="also decode this bundle plainly (the default build of the same checkpoint)")
+    w.add_argument("--genai-bundle", help="the bundle genai runs (default: BUNDLE; genai's n-gram passes can reach "
+                                          "max_length, where a --exact-speculation bundle's spare row has no room)")
     w.add_argument("--genai-python")
     w.add_argument("--prompts", type=int, default=50)
     w.add_argument("--rounds", type=int, default=4)

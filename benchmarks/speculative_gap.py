@@ -85,7 +85,7 @@ def main() -> None:
                           "plain_margin_below": {str(b): round(float((m < b).mean()), 4) for b in BOUNDS}}
         print(wname, json.dumps(results[wname]), flush=True)
     Path(args.out).write_text(json.dumps({"command": " ".join(sys.argv), "bundle": args.bundle,
-                                          "row_graphs": sorted(model.row_graphs), "workloads": results}, indent=2) + "\n")
+                                          "exact_speculation": model.exact_speculation, "workloads": results}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -113,3 +113,23 @@ def test_qwen35_must_show_reads_the_ratios_and_the_long_context_memory(suite_mod
     assert checks["ttft <= 1.0x best of genai int4 and llama.cpp Q4_0"]["met"] is True
     assert checks["build wall <= 0.5x genai builder"] == {"value": 0.4, "met": True}
     assert checks["runtime peak RSS at the long context <= 1.0x genai"] == {"value": 1.2, "met": False}
+
+
+def test_speculative_must_show_reads_each_checkpoints_floors(suite_modules):
+    import suite_speculative
+
+    def entry(code_edit, vs_genai, open_ended, same):
+        ngram = {"speedup_vs_plain": code_edit, "identical_to_plain": same, "prompts": 50}
+        if vs_genai is not None:
+            ngram["speedup_vs_best_genai_ngram"] = vs_genai
+        return {"workloads": {"code-edit": {"ngram": ngram},
+                              "open-ended": {"ngram": {"speedup_vs_plain": open_ended, "identical_to_plain": 50,
+                                                       "prompts": 50}}}}
+
+    checks = suite_speculative.must_show({"checkpoints": {"a": entry(1.6, 1.3, 1.0, 50), "b": entry(1.2, None, 0.9, 49)}})
+    met = {name: c["met"] for name, c in checks.items()}
+    assert met["a: code-edit n-gram >= 1.5x plain"] and met["a: code-edit n-gram >= 1.2x genai n-gram"]
+    assert met["a: open-ended n-gram >= 0.95x plain"] and met["a: speculative output identical to plain, every prompt and drafter"]
+    assert met["b: code-edit n-gram >= 1.5x plain"] is False and met["b: open-ended n-gram >= 0.95x plain"] is False
+    assert met["b: code-edit n-gram >= 1.2x genai n-gram"] is None  # Qwen3.5: genai cannot speculate
+    assert checks["b: speculative output identical to plain, every prompt and drafter"] == {"value": "99/100", "met": False}
