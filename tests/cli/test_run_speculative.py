@@ -50,3 +50,17 @@ def test_build_writes_genai_speculative_block(qwen2_ckpt, tmp_path, capsys):
         speculative_section("ngram", hybrid=True)
     with pytest.raises(ConfigError, match="genai_speculative"):
         speculative_section("eagle", hybrid=False)
+
+
+def test_build_exact_speculation_and_run_notes_a_bundle_without_it(qwen2_ckpt, bundles, tmp_path, capsys):
+    out = tmp_path / "exact"
+    code, _, _ = _run(capsys, "build", str(qwen2_ckpt), "-o", str(out), "--precision", "int4", "--quiet",
+                      "--exact-speculation")
+    assert code == 0
+    assert json.loads((out / "manifest.json").read_text())["io"]["attention_spare_rows"] == 1
+    assert json.loads((out / "genai_config.json").read_text())["search"]["past_present_share_buffer"] is True
+    note = "built without --exact-speculation"
+    for bundle, noted in ((out, False), (bundles("qwen2", "int4"), True)):
+        code, _, err = _run(capsys, "run", str(bundle), "--prompt", "def f(x):", "--greedy", "--max-new-tokens", "4",
+                            "--speculative", "ngram")
+        assert code == 0 and (note in err) == noted, err
