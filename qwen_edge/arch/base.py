@@ -317,14 +317,8 @@ class ArchAdapter:
 
     def check_shapes(self, checkpoint, expected: dict[str, tuple[int, ...]]) -> None:
         """Each tensor named in `expected` is present with that shape, or one line says which is not."""
-        name_of = checkpoint.path.name
         for name, shape in expected.items():
-            if not checkpoint.has(name):
-                raise CheckpointError(f"{name_of}: tensor '{name}' is missing{self._missing_hint(checkpoint, name)}")
-            actual = tuple(checkpoint.tensor_info(name).shape)
-            if actual != tuple(shape):
-                raise CheckpointError(f"{name_of}: tensor '{name}' has shape {list(actual)}, "
-                                      f"config.json implies {list(shape)}")
+            checkpoint.expect(name, shape, lambda name=name: self._missing_hint(checkpoint, name))
 
     def _missing_hint(self, checkpoint, name: str) -> str:
         """Where a tensor sits under another layout's prefix, say so: the config names the wrong one."""

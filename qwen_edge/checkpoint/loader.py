@@ -14,7 +14,7 @@ import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -379,6 +379,21 @@ class Checkpoint:
             info = self.tensor_info(source)
             return TensorInfo(name, info.dtype, (len(rows), *info.shape[1:]), info.start, info.end)
         return self._shard_of(name).info(name)
+
+    def expect(self, name: str, shape, missing_hint: Callable[[], str] | None = None) -> None:
+        """`name` is present with `shape` (what config.json implies), or one line says which is not;
+        `missing_hint` adds to the message of a missing tensor."""
+        if not self.has(name):
+            raise CheckpointError(f"{self.path.name}: tensor '{name}' is missing{missing_hint() if missing_hint else ''}")
+        actual = tuple(self.tensor_info(name).shape)
+        if actual != tuple(shape):
+            raise CheckpointError(f"{self.path.name}: tensor '{name}' has shape {list(actual)}, "
+                                  f"config.json implies {list(shape)}")
+
+    def read_expected(self, name: str, shape, *, dtype: Any = np.float32) -> np.ndarray:
+        """read() a tensor that expect() finds with `shape`."""
+        self.expect(name, shape)
+        return self.read(name, dtype=dtype)
 
     def add_row_views(self, views: dict[str, tuple[str, np.ndarray]]) -> None:
         """Make each `name: (source, rows)` read as `source[rows]`: an architecture's fused projection

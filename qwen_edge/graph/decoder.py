@@ -16,7 +16,7 @@ import numpy as np
 from onnx import TensorProto
 
 from ..arch import ArchAdapter, ArchSpec, rope_inv_freq, rope_tables
-from ..errors import CheckpointError, GraphError
+from ..errors import GraphError
 from ..precision import Precision
 from ..worker_threads import worker_pool
 from .builder import MS_DOMAIN, GraphBuilder
@@ -75,14 +75,7 @@ class DecoderBuilder:
 
     # Tensor access with shape checks -----------------------------------------------------
     def _read(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
-        if not self.ckpt.has(name):
-            raise CheckpointError(f"{self.ckpt.path.name}: tensor '{name}' is missing")
-        actual = tuple(self.ckpt.tensor_info(name).shape)
-        if actual != tuple(shape):
-            raise CheckpointError(
-                f"{self.ckpt.path.name}: tensor '{name}' has shape {list(actual)}, config.json implies {list(shape)}"
-            )
-        return self.ckpt.read(name, dtype=np.float32)
+        return self.ckpt.read_expected(name, shape)
 
     def _layer_tensors(self, i: int) -> dict[str, np.ndarray]:
         names = self.adapter.layer_tensor_names(self.spec, i)
@@ -133,7 +126,7 @@ class DecoderBuilder:
 
     def _attention(self, i: int, x: str, t: dict[str, np.ndarray], seqlens: str, total_len: str,
                    cos: str, sin: str) -> str:
-        g, s = self.g, self.spec
+        s = self.spec
         scope = f"/model/layers.{i}/attn"
         qkv = self._qkv(x, t, scope)
         # GroupQueryAttention takes the packed q|k|v as it is, unless q and k are normed first.

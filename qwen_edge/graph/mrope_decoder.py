@@ -80,7 +80,7 @@ class MropeDecoderBuilder(DecoderBuilder):
         return g.one("Reshape", [y, g.const([0, 0, heads * d], np.int64)], f"{scope}/Reshape_out")
 
     def _attention(self, i, x, t, seqlens, total_len, cos, sin):
-        g, s = self.g, self.spec
+        s = self.spec
         scope = f"/model/layers.{i}/attn"
         q, k, v = self._split_qkv(self._qkv(x, t, scope), t, scope)
         q = self._rotate(q, s.num_heads, cos, sin, f"{scope}/q_rotary")

@@ -159,14 +159,9 @@ class StaticDecoderPair:
         self.parameters = 0
 
     def _read(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
-        if not self.ckpt.has(name):
-            raise CheckpointError(f"{self.ckpt.path.name}: tensor '{name}' is missing")
-        actual = tuple(self.ckpt.tensor_info(name).shape)
-        if actual != tuple(shape):
-            raise CheckpointError(f"{self.ckpt.path.name}: tensor '{name}' has shape {list(actual)}, "
-                                  f"config.json implies {list(shape)}")
+        array = self.ckpt.read_expected(name, shape)
         self.parameters += int(np.prod(shape))
-        return self.ckpt.read(name, dtype=np.float32)
+        return array
 
     def _weight(self, name: str, array: np.ndarray) -> str:
         for e in self.emitters.values():

@@ -41,15 +41,9 @@ class VisionGraphBuilder:
         self.parameters = 0
 
     def _read(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
-        full = self.prefix + name
-        if not self.ckpt.has(full):
-            raise CheckpointError(f"{self.ckpt.path.name}: tensor '{full}' is missing")
-        actual = tuple(self.ckpt.tensor_info(full).shape)
-        if actual != tuple(shape):
-            raise CheckpointError(f"{self.ckpt.path.name}: tensor '{full}' has shape {list(actual)}, "
-                                  f"config.json implies {list(shape)}")
+        array = self.ckpt.read_expected(self.prefix + name, shape)
         self.parameters += int(np.prod(shape))
-        return self.ckpt.read(full, dtype=np.float32)
+        return array
 
     def _linear(self, x: str, name: str, out: int, inp: int, scope: str, bias: bool = True) -> str:
         g = self.g

@@ -111,6 +111,19 @@ def test_row_views_read_rows_of_their_source_and_consume_it(ckpt_dir):
             ckpt.add_row_views({"view3": ("absent", np.array([0]))})
 
 
+def test_read_expected_checks_presence_and_shape_in_one_line(ckpt_dir):
+    up = "model.layers.0.mlp.up_proj.weight"
+    with Checkpoint.open(ckpt_dir) as ckpt:
+        np.testing.assert_array_equal(ckpt.read_expected(up, (16, 8)), weights()[up])
+        with pytest.raises(CheckpointError, match=r"ckpt: tensor 'model.layers.0.mlp.up_proj.weight' has shape "
+                                                  r"\[16, 8\], config.json implies \[8, 16\]$"):
+            ckpt.read_expected(up, (8, 16))
+        with pytest.raises(CheckpointError, match=r"ckpt: tensor 'lm_head.weight' is missing \(hint\)$"):
+            ckpt.expect("lm_head.weight", (8, 8), lambda: " (hint)")
+        with pytest.raises(CheckpointError, match=r"ckpt: tensor 'lm_head.weight' is missing$"):
+            ckpt.read_expected("lm_head.weight", (8, 8))
+
+
 @pytest.mark.parametrize("shards", [2, 3])
 def test_sharded_checkpoint(tmp_path, shards):
     w = weights(1)
