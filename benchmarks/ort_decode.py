@@ -90,15 +90,29 @@ class Decoder:
             binding.bind_ortvalue_input(past, value)
             binding.bind_ortvalue_output(present, value)
 
-    def _bind_positions(self, binding: ort.IOBinding, start: int, length: int) -> None:
-        if self.position_rank:
-            pos = np.arange(start, start + length, dtype=np.int64).reshape(1, length)
-            binding.bind_cpu_input("position_ids", np.ascontiguousarray(
-                np.broadcast_to(pos, (3, 1, length)) if self.position_rank == 3 else pos))
+    def _positions(self, start: int, length: int) -> dict[str, np.ndarray]:
+        """position_ids for the graphs that take them, else nothing."""
+        if not self.position_rank:
+            return {}
+        pos = np.arange(start, start + length, dtype=np.int64).reshape(1, length)
+        return {"position_ids": np.ascontiguousarray(
+            np.broadcast_to(pos, (3, 1, length)) if self.position_rank == 3 else pos)}
 
     def generate(self, prompt: np.ndarray, new_tokens: int) -> dict:
         """Prompt, then new_tokens - 1 decode steps. Returns timings of the steps after the first token."""
         n = prompt.shape[0]
+        ids = np.zeros((1, 1), np.int64)
+
+        def step(token: int, k: int) -> dict[str, np.ndarray]:
+            ids[0, 0] = token
+            return {"input_ids": ids, **self._positions(n + k, 1)}
+
+        return self.decode({"input_ids": prompt.reshape(1, n).astype(np.int64), **self._positions(0, n)}, n,
+                           new_tokens, step)
+
+    def decode(self, prompt_feeds: dict[str, np.ndarray], n: int, new_tokens: int, step_feeds) -> dict:
+        """The loop: a prompt of n tokens (`prompt_feeds` besides the mask), then new_tokens - 1 greedy steps,
+        each fed `step_feeds(token, k)` (k = 0, 1, ...) besides the mask."""
         if n + new_tokens > self.capacity:
             raise ValueError("prompt + new tokens exceed the cache capacity")
         for state in self.states:  # a new sequence starts from zero states
@@ -106,9 +120,9 @@ class Decoder:
         pre = self.session.io_binding()
         pre.bind_output("logits", "cpu")
         self._bind_cache(pre)
-        pre.bind_cpu_input("input_ids", prompt.reshape(1, n).astype(np.int64))
+        for name, value in prompt_feeds.items():
+            pre.bind_cpu_input(name, value)
         pre.bind_cpu_input("attention_mask", self.mask[:, :n])
-        self._bind_positions(pre, 0, n)
         t0 = time.perf_counter()
         self.session.run_with_iobinding(pre)
         token = int(np.argmax(pre.get_outputs()[0].numpy()[0, -1]))
@@ -116,15 +130,13 @@ class Decoder:
         step = self.session.io_binding()
         step.bind_ortvalue_output("logits", self.logits_value)
         self._bind_cache(step)
-        ids = np.zeros((1, 1), np.int64)
         tokens = [token]
         ru0, c0 = resource.getrusage(resource.RUSAGE_SELF), time.process_time()
         t2 = time.perf_counter()
         for k in range(new_tokens - 1):
-            ids[0, 0] = token
-            step.bind_cpu_input("input_ids", ids)
+            for name, value in step_feeds(token, k).items():
+                step.bind_cpu_input(name, value)
             step.bind_cpu_input("attention_mask", self.mask[:, :n + k + 1])
-            self._bind_positions(step, n + k, 1)
             self.session.run_with_iobinding(step)
             token = int(np.argmax(self.logits[0, 0]))
             tokens.append(token)

@@ -55,35 +55,15 @@ class EmbedsDecoder(ort_decode.Decoder):
 
     def generate_embeds(self, embeds: np.ndarray, positions: np.ndarray, delta: int, new_tokens: int,
                         embed) -> dict:
-        n = embeds.shape[1]
-        if n + new_tokens > self.capacity:
-            raise ValueError("prompt + new tokens exceed the cache capacity")
-        pre = self.session.io_binding()
-        pre.bind_output("logits", "cpu")
-        self._bind_cache(pre)
-        pre.bind_cpu_input("inputs_embeds", np.ascontiguousarray(embeds, np.float32))
-        pre.bind_cpu_input("attention_mask", self.mask[:, :n])
-        pre.bind_cpu_input("position_ids", np.ascontiguousarray(positions, np.int64))
-        t0 = time.perf_counter()
-        self.session.run_with_iobinding(pre)
-        token = int(np.argmax(pre.get_outputs()[0].numpy()[0, -1]))
-        t1 = time.perf_counter()
-        step = self.session.io_binding()
-        step.bind_ortvalue_output("logits", self.logits_value)
-        self._bind_cache(step)
         pos = np.zeros((3, 1, 1), np.int64)
-        tokens = [token]
-        t2 = time.perf_counter()
-        for k in range(new_tokens - 1):
-            step.bind_cpu_input("inputs_embeds", embed(token))
-            step.bind_cpu_input("attention_mask", self.mask[:, :n + k + 1])
-            pos.fill(n + k + delta)
-            step.bind_cpu_input("position_ids", pos)
-            self.session.run_with_iobinding(step)
-            token = int(np.argmax(self.logits[0, 0]))
-            tokens.append(token)
-        t3 = time.perf_counter()
-        return {"prefill_s": t1 - t0, "decode_tokens_per_s": (new_tokens - 1) / (t3 - t2), "tokens": tokens}
+
+        def step(token: int, k: int) -> dict[str, np.ndarray]:
+            pos.fill(embeds.shape[1] + k + delta)
+            return {"inputs_embeds": embed(token), "position_ids": pos}
+
+        return self.decode({"inputs_embeds": np.ascontiguousarray(embeds, np.float32),
+                            "position_ids": np.ascontiguousarray(positions, np.int64)}, embeds.shape[1], new_tokens,
+                           step)
 
 
 class Embedder:
