@@ -37,11 +37,7 @@ def _safe_div(num: np.ndarray, den: np.ndarray) -> tuple[np.ndarray, np.ndarray]
 
 
 def search_symmetric(x: np.ndarray, bits: int, weight: np.ndarray | None = None):
-    """Grid search of the scale around amax / 2**(bits-1) (llama.cpp make_qx_quants): each
-    candidate's codes get a weighted least-squares scale and the least weighted squared error
-    wins; then the codes are re-rounded, the scale refit and the codes re-rounded once more.
-    Candidate 0 is rtn and every step can only lower the error; a final guard keeps rtn in any
-    block where float32 rounding made that untrue, so the result is never worse than rtn."""
+    """numpy form of qwen_edge.quant.scale_search.search_symmetric (the algorithm is described there)."""
     half = 1 << (bits - 1)
     lo_code, hi_code = -half, half - 1
     s0 = _rtn_symmetric_scale(x, bits)
@@ -77,16 +73,8 @@ def search_symmetric(x: np.ndarray, bits: int, weight: np.ndarray | None = None)
 
 
 def search_asymmetric(x: np.ndarray, bits: int, weight: np.ndarray | None = None):
-    """make_qkx2_quants-style search with an integer zero point: for each candidate inverse
-    scale the zero point and the codes are rounded, the scale is refit by weighted least
-    squares on those codes and the least weighted squared error wins; then re-round, refit the
-    scale (zero point kept) and re-round. Candidate 0 is rtn, every step can only lower the
-    error, and a final guard keeps rtn wherever float32 rounding made that untrue. (Refitting
-    the zero point by least squares as well was measured to gain nothing once it has to be
-    rounded to an integer again.)
-
-    The codes are handled relative to the zero point, u = code - z = clip(rint(x*f), -z, qmax-z):
-    the fit then needs no per-block code sums, one pass fewer per candidate."""
+    """numpy form of qwen_edge.quant.scale_search.search_asymmetric (the algorithm, codes relative to the
+    zero point included, is described there)."""
     qmax = (1 << bits) - 1
     s0, z0, lo = _rtn_asymmetric_params(x, bits)
     inv0 = _safe_reciprocal(s0)
