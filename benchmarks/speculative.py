@@ -79,7 +79,9 @@ def workloads(heldout: Path, encode, n: int):
 # --- our runtime -------------------------------------------------------------------------------------------------
 
 VARIANTS = {"ngram-cost": {"method": "ngram", "adapt": "cost"},  # draft length by measured pass costs too
-            "ngram-k16": {"method": "ngram", "max_draft": 16}}
+            # the defaults before speculative_replay.py's grid chose today's
+            "ngram-previous": {"method": "ngram", "max_draft": 8, "initial_draft": 4, "max_ngram": 4,
+                               "cooldown_after": 2}}
 
 
 class WrongDrafter:
