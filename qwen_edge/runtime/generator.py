@@ -194,14 +194,15 @@ class Generator:
     Thread safety: one Generator (and its Model) may be used from several threads at once. Each
     generation takes its own KV cache from the model's pool and its own sampler and detokenizer,
     and onnxruntime runs concurrent requests on one session safely, so concurrent calls neither
-    block each other nor share state. A single `Generation` (what `start` returns) is consumed
-    once, by one thread: iterating it a second time, or from a second thread, raises
-    InvalidRequestError.
+    block each other nor share state, except what speculation learns of a draft bundle's speed and
+    acceptance (drafters.DraftMemory: a race only blurs its averages). A single `Generation` (what
+    `start` returns) is consumed once, by one thread: iterating it a second time, or from a second
+    thread, raises InvalidRequestError.
     """
 
     def __init__(self, model: Model):
         self.model = model
-        self._draft_models: dict = {}  # speculative draft bundles, loaded on first use
+        self._draft_models: dict = {}  # speculative draft bundles (Model, DraftMemory), loaded on first use
 
     def _prompt_ids(self, prompt) -> np.ndarray:
         if isinstance(prompt, (bytes, bytearray, memoryview)):

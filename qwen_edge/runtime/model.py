@@ -37,6 +37,9 @@ class RuntimeOptions:
     providers: tuple[str, ...] = ("CPUExecutionProvider",)
     verify_integrity: bool = False
     max_cached_sequences: int = 2  # KV caches kept for reuse across generations
+    # onnxruntime's pool threads spin after their work (False: they sleep at once; for a session that takes
+    # turns with another one, as a speculative draft bundle does)
+    spinning: bool | None = None
     # An Ed25519 public key (raw 32 bytes, PEM bytes/str, a PEM file path or a key object): when set,
     # the manifest's signature and every file's sha256 are checked before loading.
     verify_signature: Any = None
@@ -54,7 +57,10 @@ def _session_options(opts: RuntimeOptions, recommended: dict[str, Any]) -> ort.S
     if level not in _OPT_LEVELS:
         raise BundleError(f"manifest runtime.graph_optimization_level '{level}' is not one of {', '.join(_OPT_LEVELS)}")
     so.graph_optimization_level = _OPT_LEVELS[level]
-    for key, value in sorted(recommended.get("config_entries", {}).items()):
+    entries = dict(recommended.get("config_entries", {}))
+    if opts.spinning is not None:
+        entries["session.intra_op.allow_spinning"] = "1" if opts.spinning else "0"
+    for key, value in sorted(entries.items()):
         so.add_session_config_entry(key, str(value))
     return so
 

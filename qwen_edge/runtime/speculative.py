@@ -22,7 +22,9 @@ at the front of the next pass (recomputed in the same pass that verifies the nex
 Speculation backs off by itself: the draft length grows while guesses are all accepted and shrinks to what
 was accepted, and after `cooldown_after` verify passes in a row that accepted nothing the drafter rests
 (plain decoding costs nothing extra then); after a rest one fruitless verify pass rests it again, twice as
-long, until a guess is accepted.
+long, until a guess is accepted. A draft bundle is judged by its time too: its draft length is the one with
+the most expected tokens per second (pass cost plus drafting time, both measured as it runs), and while no
+length beats a plain step it rests the same way, so a draft model that guesses well but slowly costs little.
 """
 
 from __future__ import annotations
@@ -34,9 +36,9 @@ from dataclasses import dataclass
 import numpy as np
 import onnxruntime as ort
 
-from .drafters import DraftModelDrafter, NgramDrafter
+from .drafters import DraftMemory, DraftModelDrafter, NgramDrafter
 from .errors import InvalidRequestError
-from .model import Model
+from .model import Model, RuntimeOptions
 
 METHODS = ("ngram", "draft", "mtp")
 MAX_REST = 256  # the longest cooldown, in plain decode steps
@@ -57,8 +59,9 @@ class Speculative:
     max_ngram: int = 6
     cooldown_after: int = 3  # verify passes in a row that accept nothing before the drafter rests
     cooldown_steps: int = 4  # the first rest, in plain decode steps; doubles on each further failure, max 256
-    # draft length by acceptance alone, or "cost": by measured pass costs and acceptance (on qwen2-code-30m
-    # int4 it decoded no faster: benchmarks/results/speculative-adapt-ab-*.json)
+    # n-gram draft length by acceptance alone, or "cost": by measured pass costs and acceptance (on
+    # qwen2-code-30m int4 it decoded no faster: benchmarks/results/speculative-adapt-ab-*.json). A draft
+    # bundle's length is always by cost, its own drafting time included.
     adapt: str = "acceptance"
 
     def __post_init__(self) -> None:
@@ -93,28 +96,32 @@ class Speculative:
 
 
 def make_drafter(spec: Speculative, model, draft_models: dict):
-    """The drafter for `spec` over `model`; draft bundles are loaded once per Generator (`draft_models`)."""
+    """The drafter for `spec` over `model`; draft bundles are loaded once per Generator (`draft_models`:
+    bundle -> (Model, DraftMemory)), their sessions without spinning threads: the target's and the draft's
+    sessions take turns, and a pool that spins after its work holds the cores the other one needs (on 2
+    cores, qwen2-code-30m drafted by qwen35-code-11m decoded 1.5x faster so)."""
     if spec.method == "ngram":
         return NgramDrafter(spec.min_ngram, spec.max_ngram)
     if spec.method == "mtp":
         raise InvalidRequestError(f"speculative 'mtp': bundle {model.path} has no MTP head graph "
                                   "(qwen-edge does not build one yet)")
-    draft = draft_models.get(spec.draft_bundle)
-    if draft is None:
-        draft = draft_models[spec.draft_bundle] = Model(spec.draft_bundle)
-    return DraftModelDrafter(draft, model)
+    entry = draft_models.get(spec.draft_bundle)
+    if entry is None:
+        entry = draft_models[spec.draft_bundle] = (Model(spec.draft_bundle, RuntimeOptions(spinning=False)),
+                                                   DraftMemory())
+    return DraftModelDrafter(entry[0], model, entry[1])
 
 
 class _Passes:
     """Decoder passes over n tokens with their IO bindings made once per n (cache and logits buffer bound),
     and what a pass over n tokens has cost (a moving average of its wall time)."""
 
-    def __init__(self, model, cache):
+    def __init__(self, model, cache, seconds: dict | None = None, runs: dict | None = None):
         self.model, self.cache = model, cache
         self.mask = np.ones((1, cache.capacity), np.int64)
         self._bound: dict[int, tuple] = {}
-        self._seconds: dict[int, float] = {}
-        self._runs: dict[int, int] = {}
+        self._seconds: dict[int, float] = {} if seconds is None else seconds  # shared with a DraftMemory
+        self._runs: dict[int, int] = {} if runs is None else runs
 
     def cost(self, n: int) -> float | None:
         """Seconds of a pass over n tokens, once measured twice (the first run of a shape is slower)."""
@@ -160,19 +167,37 @@ class DraftLength:
     Without pass costs (`costs` None): the length doubles while every guess is accepted and falls to what
     was accepted plus one. With `costs` (a callable n -> seconds of a pass over n tokens, None while not
     measured), it picks the length with the most expected tokens per second: with per-guess acceptance a
-    (decayed counts), k guesses yield 1 + a + ... + a^k tokens for one pass over k + 1 tokens, against one
-    token for one single-token step. When plain steps win, it rests as after misses (and probes after).
+    (decayed counts), k guesses yield 1 + a + ... + a^k tokens for one pass over k + 1 tokens plus the
+    drafter's time for k guesses (`drafting`, k -> seconds or None, for a drafter that runs a model),
+    against one token for one single-token step. When plain steps win, it rests as after misses, probes
+    after the rest, and rests twice as long while the cost model still says plain steps win, whether or not
+    the probe's guesses were accepted (a draft model that is right but slow does not pay).
     """
 
-    def __init__(self, spec: Speculative, costs=None):
+    def __init__(self, spec: Speculative, costs=None, drafting=None, memory: DraftMemory | None = None):
         self.spec = spec
         self.costs = costs
+        self.drafting = drafting
         self.k = min(spec.initial_draft, spec.max_draft)
         self.misses = 0  # verify passes in a row that accepted nothing
         self.rest = 0  # plain steps left before drafting again
-        self.next_rest = spec.cooldown_steps
-        self.accepted = self.trials = 0.0  # decayed counts of accepted guesses and of guesses decided
+        # decayed counts of accepted guesses and of guesses decided, and the next rest: in `memory` when
+        # given (a draft bundle's, kept across generations)
+        self.memory = DraftMemory() if memory is None else memory
+        if self.memory.next_rest is None:
+            self.memory.next_rest = spec.cooldown_steps
         self._probe = False  # True after a rest: the next pass drafts whatever the cost model says
+
+    accepted = property(lambda self: self.memory.accepted)
+    trials = property(lambda self: self.memory.trials)
+
+    @property
+    def next_rest(self) -> int:
+        return self.memory.next_rest
+
+    @next_rest.setter
+    def next_rest(self, value: int) -> None:
+        self.memory.next_rest = value
 
     def _rest(self) -> None:
         # after the rest one fruitless probe is enough to rest again, twice as long
@@ -194,7 +219,7 @@ class DraftLength:
             return 0
         if self.costs is None or self.trials < 1:
             return self.k
-        step = self.costs(1)
+        step = self._cost(1)  # while every pass drafts, a pass over 2 tokens stands in for a step
         if step is None:
             return self.k
         a = (self.accepted + 1.0) / (self.trials + 2.0)
@@ -205,6 +230,8 @@ class DraftLength:
             cost = self._cost(k + 1)
             if cost is None:  # not measured yet: try it once
                 cost = step
+            guessing = self.drafting(k) if self.drafting is not None else None
+            cost += guessing or 0.0
             if expected / cost > best_rate:
                 best, best_rate = k, expected / cost
         if best == 0 and not self._probe:
@@ -212,17 +239,22 @@ class DraftLength:
             self.rest -= 1
             return 0
         self._probe = False
+        if best:
+            self.next_rest = self.spec.cooldown_steps  # drafting pays again
         return best or self.k
 
     def update(self, proposed: int, accepted: int) -> None:
-        self.accepted = 0.8 * self.accepted + accepted
-        self.trials = 0.8 * self.trials + accepted + (proposed > accepted)
+        m = self.memory
+        m.accepted = 0.8 * m.accepted + accepted
+        m.trials = 0.8 * m.trials + accepted + (proposed > accepted)
         if accepted == proposed:
             self.k = min(self.spec.max_draft, self.k * 2)
         else:
             self.k = max(1, accepted + 1)
         if accepted:
-            self.misses, self.next_rest = 0, self.spec.cooldown_steps
+            self.misses = 0
+            if self.costs is None:  # by cost, want() decides when drafting pays again
+                self.next_rest = self.spec.cooldown_steps
             return
         self.misses += 1
         if self.misses >= self.spec.cooldown_after:
@@ -235,9 +267,12 @@ def speculative_tokens(gen, cache, drafter, spec: Speculative, logits: np.ndarra
     caller checks for stop tokens, counts and yields each one before asking for the next, and stops
     iterating when the generation ends."""
     model, sampler, stats = gen.model, gen.sampler, gen.stats
-    passes = _Passes(model, cache)
+    memory = getattr(drafter, "memory", None)  # a draft bundle's, kept across generations
+    passes = _Passes(model, cache, *((memory.pass_seconds, memory.pass_runs) if memory is not None else ()))
     states = _States(cache) if cache.has_states else None
-    length = DraftLength(spec, passes.cost if spec.adapt == "cost" else None)
+    drafting = getattr(drafter, "cost", None)  # a drafter that runs a model: its time counts, by cost always
+    length = DraftLength(spec, passes.cost if spec.adapt == "cost" or drafting is not None else None, drafting,
+                         memory)
     history = [int(t) for t in gen.prompt_ids]
     queue: deque[int] = deque()  # verified guesses, in the cache, not yet yielded
     prefix: list[int] = []  # tokens to feed again before the next one (a hybrid's restored state)

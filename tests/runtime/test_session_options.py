@@ -31,3 +31,10 @@ def test_unknown_graph_optimization_level_is_a_bundle_error(bundles, tmp_path):
     (bundle / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(BundleError, match="graph_optimization_level 'fastest'"):
         Model(bundle)
+
+
+@pytest.mark.parametrize("spinning,expected", [(None, "1"), (False, "0"), (True, "1")])
+def test_spinning_option_overrides_the_manifest(spinning, expected):
+    recommended = {"config_entries": {"session.intra_op.allow_spinning": "1"}}
+    so = _session_options(RuntimeOptions(spinning=spinning), recommended)
+    assert so.get_session_config_entry("session.intra_op.allow_spinning") == expected

@@ -7,7 +7,7 @@ import pytest
 
 from qwen_edge.runtime import Generator, InvalidRequestError, Model, SamplingParams, Speculative
 from qwen_edge.runtime import generator as generator_mod
-from qwen_edge.runtime.drafters import DraftModelDrafter, NgramDrafter
+from qwen_edge.runtime.drafters import DraftMemory, DraftModelDrafter, NgramDrafter
 from qwen_edge.runtime.sampling import Sampler
 from qwen_edge.runtime.speculative import DraftLength
 
@@ -103,6 +103,32 @@ def test_greedy_output_is_identical_for_every_drafter(bundles, monkeypatch, arch
             rejected += stats.draft_tokens - stats.accepted_tokens
         monkeypatch.undo()
         assert accepted > 100 and rejected > 20, (accepted, rejected)  # both paths ran
+
+
+class TimedOracle(OracleDrafter):
+    """Always right, and `seconds` per guess by its own account (a draft model's measured time)."""
+
+    def __init__(self, reference, vocab, seconds):
+        super().__init__(reference, vocab, wrong=10**9)
+        self.seconds = seconds
+
+    def cost(self, k):
+        return self.seconds * k
+
+
+@pytest.mark.parametrize("seconds,most_drafted", [(1.0, False), (0.0, True)])
+def test_a_draft_model_is_judged_by_its_time(bundles, monkeypatch, seconds, most_drafted):
+    """A draft model whose every guess is right but costs more than a step rests (mostly plain steps); a
+    free one drafts throughout. Output is plain decoding's either way."""
+    gen = Generator(Model(bundles("qwen2", "int4", exact_speculation=True)))
+    prompt = _workloads(gen.model.vocab_size)["edit"][0]
+    run = dict(max_new_tokens=200, sampling=SamplingParams.greedy(), stop_token_ids=())
+    plain = list(gen.start(prompt, **run).tokens())
+    drafter = TimedOracle({tuple(prompt): plain}, gen.model.vocab_size, seconds)
+    monkeypatch.setattr(generator_mod, "make_drafter", lambda *a: drafter)
+    g = gen.start(prompt, speculative=Speculative(method="draft", draft_bundle="timed", max_draft=4), **run)
+    assert list(g.tokens()) == plain
+    assert (g.stats.accepted_tokens > 150) is most_drafted, g.stats
 
 
 def test_forced_tokens_drop_unyielded_guesses(bundles, monkeypatch):
@@ -235,10 +261,54 @@ def test_hybrid_draft_bundle_restores_its_state(bundles):
     draft = Model(bundles("qwen35", "int4"))
     d = DraftModelDrafter(draft, draft)
     history = [5, 6, 7, 8, 9]
+    assert d.cost(3) is None  # not measured before its first proposal
     first = d.propose(history, 4)
+    assert d.cost(3) > 0
     history += first[:2] + [11]  # two guesses verified, then another token
     assert d.propose(history, 3) == DraftModelDrafter(draft, draft).propose(history, 3)
     d.close()
+
+
+def test_draft_length_counts_the_drafters_time():
+    spec = Speculative(max_draft=4, cooldown_steps=2)
+    slow = DraftLength(spec, lambda n: 1.0, lambda k: 5.0 * k)  # right, but 5 passes' time per guess
+    slow.update(2, 2)
+    assert [slow.want() for _ in range(2)] == [0, 0]  # rests, though every guess was accepted
+    assert slow.want() > 0  # the probe after the rest
+    slow.update(4, 4)  # right again, still too slow: the next rest is twice as long
+    assert [slow.want() for _ in range(4)] == [0, 0, 0, 0]
+    assert slow.want() > 0
+    fast = DraftLength(spec, lambda n: 1.0, lambda k: 0.01 * k)
+    fast.update(2, 2)
+    assert fast.want() == 4
+    unmeasured = DraftLength(spec, lambda n: 1.0, lambda k: None)  # no drafting time yet: tried
+    unmeasured.update(2, 2)
+    assert unmeasured.want() == 4
+
+
+def test_a_draft_bundles_memory_carries_over_to_the_next_generation():
+    """What a generation learnt of a slow draft model holds for the next one: it rests from its first token
+    (no catch-up of the prompt on the draft model), for longer than the last rest."""
+    spec = Speculative(max_draft=4, cooldown_steps=2)
+    memory = DraftMemory()
+    first = DraftLength(spec, lambda n: 1.0, lambda k: 5.0 * k, memory)
+    first.update(2, 2)
+    assert first.want() == 0  # rests 2
+    second = DraftLength(spec, lambda n: 1.0, lambda k: 5.0 * k, memory)
+    assert [second.want() for _ in range(4)] == [0, 0, 0, 0]  # rests 4 at once
+    assert second.want() > 0
+    fresh = DraftLength(spec, lambda n: 1.0, lambda k: 5.0 * k)  # no memory: drafts first, to measure
+    assert fresh.want() == 2
+
+
+def test_generator_loads_a_draft_bundle_once_without_spinning_threads(bundles):
+    gen = Generator(Model(bundles("qwen2", "int4", exact_speculation=True)))
+    draft = str(bundles("qwen35", "fp32"))
+    for _ in range(2):
+        _run(gen, [5, 6, 7, 5, 6, 7, 5], speculative=f"draft:{draft}")
+    (model, memory), = gen._draft_models.values()
+    assert memory.same_vocabulary and memory.per_guess > 0 and memory.pass_runs
+    assert model.session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "0"
 
 
 def test_cost_aware_draft_length_follows_the_measured_pass_costs():
