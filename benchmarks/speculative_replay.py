@@ -80,8 +80,11 @@ def record_main(args) -> None:
             g = gen.start(np.asarray(ids), max_new_tokens=p["max_new_tokens"], sampling=SamplingParams.greedy(),
                           stop_token_ids=())
             runs[name].append({"prompt": ids, "tokens": [int(t) for t in g.tokens()]})
+    cache = model.acquire_cache()
+    hybrid = cache.has_states
+    model.release_cache(cache)
     out = {"command": " ".join(sys.argv), "bundle": str(args.bundle), "vocab_size": model.vocab_size,
-           "hybrid": model.acquire_cache().has_states, "exact_speculation": model.exact_speculation,
+           "hybrid": hybrid, "exact_speculation": model.exact_speculation,
            "threads": args.threads, "pass_cost_ms": pass_costs(model, args.max_pass, args.repeats), "runs": runs}
     Path(args.out).write_text(json.dumps(out) + "\n")
     print(json.dumps(out["pass_cost_ms"]))
@@ -108,13 +111,13 @@ class ReplayModel:
     passes advance `clock` (milliseconds) by the recorded cost of a pass over that many tokens. It checks that
     the loop feeds it the recorded tokens (a pass's first token is always on the greedy path)."""
 
-    def __init__(self, record: dict, cost_ms: dict[int, float] | None = None):
+    def __init__(self, record: dict):
         self.vocab_size = int(record["vocab_size"])
         self.context_length = 1 << 16
         self.eos_token_ids: tuple[int, ...] = ()
         self.tokenizer = _NoTokenizer()
         self.hybrid = bool(record["hybrid"])
-        self.cost_ms = {int(n): float(ms) for n, ms in (cost_ms or record["pass_cost_ms"]).items()}
+        self.cost_ms = {int(n): float(ms) for n, ms in record["pass_cost_ms"].items()}
         self._sequences = {tuple(r["prompt"]): r["prompt"] + r["tokens"]
                            for runs in record["runs"].values() for r in runs}
         self.clock = 0.0
@@ -159,14 +162,12 @@ class _NoTokenizer:
         return ""
 
 
-def replay(record: dict, spec: Speculative, workloads=None) -> dict:
+def replay(record: dict, spec: Speculative) -> dict:
     """Per workload: the speed-up over plain decoding by the cost model, and the loop's counters."""
     model = ReplayModel(record)
     gen = Generator(model)
     out = {}
     for name, runs in record["runs"].items():
-        if workloads and name not in workloads:
-            continue
         model.clock = plain = 0.0
         passes = drafted = accepted = 0
         for r in runs:

@@ -219,7 +219,7 @@ class DraftLength:
             return 0
         if self.costs is None or self.trials < 1:
             return self.k
-        step = self._cost(1)  # while every pass drafts, a pass over 2 tokens stands in for a step
+        step = self._cost(1)  # while every pass drafts, the shortest measured pass stands in for a step
         if step is None:
             return self.k
         a = (self.accepted + 1.0) / (self.trials + 2.0)
