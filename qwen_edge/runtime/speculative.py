@@ -52,7 +52,7 @@ class Speculative:
     method: str = "ngram"
     draft_bundle: str | None = None
     # The defaults are the best of benchmarks/speculative_replay.py's grid on both trained checkpoints (their
-    # greedy outputs replayed on measured pass costs; 3 to 6% faster than 8, 4, 4, 2 on each workload).
+    # greedy outputs replayed on measured pass costs; 2 to 6% faster than 8, 4, 4, 2 on each workload).
     max_draft: int = 16  # most tokens guessed per verify pass
     initial_draft: int = 2
     min_ngram: int = 2
