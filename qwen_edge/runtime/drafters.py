@@ -59,7 +59,8 @@ class DraftMemory:
     """What one Generator has learnt about one draft bundle, kept across its generations so that each starts
     where the last one left off (a short answer would otherwise spend itself measuring, and drafting): the
     bundle's seconds per guess, the decayed acceptance counts, the rest after the next fruitless verify pass,
-    the target's measured pass costs (n -> seconds, n -> runs), and that the two vocabularies match."""
+    the target's measured pass costs (n -> seconds, n -> runs), and that the two vocabularies match. A
+    generation with another drafter keeps the same fields for itself alone."""
 
     per_guess: float | None = None
     accepted: float = 0.0

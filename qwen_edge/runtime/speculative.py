@@ -116,12 +116,12 @@ class _Passes:
     """Decoder passes over n tokens with their IO bindings made once per n (cache and logits buffer bound),
     and what a pass over n tokens has cost (a moving average of its wall time)."""
 
-    def __init__(self, model, cache, seconds: dict | None = None, runs: dict | None = None):
+    def __init__(self, model, cache, memory: DraftMemory | None = None):
+        memory = DraftMemory() if memory is None else memory  # a draft bundle's: its costs shared
         self.model, self.cache = model, cache
         self.mask = np.ones((1, cache.capacity), np.int64)
         self._bound: dict[int, tuple] = {}
-        self._seconds: dict[int, float] = {} if seconds is None else seconds  # shared with a DraftMemory
-        self._runs: dict[int, int] = {} if runs is None else runs
+        self._seconds, self._runs = memory.pass_seconds, memory.pass_runs  # n -> seconds, n -> runs
 
     def cost(self, n: int) -> float | None:
         """Seconds of a pass over n tokens, once measured twice (the first run of a shape is slower)."""
@@ -188,21 +188,11 @@ class DraftLength:
             self.memory.next_rest = spec.cooldown_steps
         self._probe = False  # True after a rest: the next pass drafts whatever the cost model says
 
-    accepted = property(lambda self: self.memory.accepted)
-    trials = property(lambda self: self.memory.trials)
-
-    @property
-    def next_rest(self) -> int:
-        return self.memory.next_rest
-
-    @next_rest.setter
-    def next_rest(self, value: int) -> None:
-        self.memory.next_rest = value
-
     def _rest(self) -> None:
         # after the rest one fruitless probe is enough to rest again, twice as long
-        self.rest, self.misses, self._probe = self.next_rest, self.spec.cooldown_after - 1, True
-        self.next_rest = min(MAX_REST, self.next_rest * 2)
+        m = self.memory
+        self.rest, self.misses, self._probe = m.next_rest, self.spec.cooldown_after - 1, True
+        m.next_rest = min(MAX_REST, m.next_rest * 2)
 
     def _cost(self, n: int) -> float | None:
         """Seconds of a pass over n tokens: measured, else the next longer measured one (passes grow with
@@ -217,12 +207,13 @@ class DraftLength:
         if self.rest:
             self.rest -= 1
             return 0
-        if self.costs is None or self.trials < 1:
+        m = self.memory
+        if self.costs is None or m.trials < 1:
             return self.k
         step = self._cost(1)  # while every pass drafts, the shortest measured pass stands in for a step
         if step is None:
             return self.k
-        a = (self.accepted + 1.0) / (self.trials + 2.0)
+        a = (m.accepted + 1.0) / (m.trials + 2.0)
         best, best_rate, expected, power = 0, 1.0 / step, 1.0, 1.0
         for k in range(1, self.spec.max_draft + 1):
             power *= a
@@ -240,7 +231,7 @@ class DraftLength:
             return 0
         self._probe = False
         if best:
-            self.next_rest = self.spec.cooldown_steps  # drafting pays again
+            m.next_rest = self.spec.cooldown_steps  # drafting pays again
         return best or self.k
 
     def update(self, proposed: int, accepted: int) -> None:
@@ -254,7 +245,7 @@ class DraftLength:
         if accepted:
             self.misses = 0
             if self.costs is None:  # by cost, want() decides when drafting pays again
-                self.next_rest = self.spec.cooldown_steps
+                m.next_rest = self.spec.cooldown_steps
             return
         self.misses += 1
         if self.misses >= self.spec.cooldown_after:
@@ -268,7 +259,7 @@ def speculative_tokens(gen, cache, drafter, spec: Speculative, logits: np.ndarra
     iterating when the generation ends."""
     model, sampler, stats = gen.model, gen.sampler, gen.stats
     memory = getattr(drafter, "memory", None)  # a draft bundle's, kept across generations
-    passes = _Passes(model, cache, *((memory.pass_seconds, memory.pass_runs) if memory is not None else ()))
+    passes = _Passes(model, cache, memory)
     states = _States(cache) if cache.has_states else None
     drafting = getattr(drafter, "cost", None)  # a drafter that runs a model: its time counts, by cost always
     length = DraftLength(spec, passes.cost if spec.adapt == "cost" or drafting is not None else None, drafting,
